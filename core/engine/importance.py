@@ -1,0 +1,245 @@
+"""Per-structure scores from the working model: GISP's first-order Taylor score and the baselines' metrics.
+
+Each scorer returns, per layer, one score per alive query head and per alive MLP channel (in the working
+model's current order). Lower means less important; the pruning loop ranks them globally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from core.engine.objectives import Batch, batch_loss
+from core.engine.structures import Geometry, PruningState
+from core.pruning_spec import Method, Normalization
+
+
+@dataclass
+class LayerScores:
+    heads: torch.Tensor  # (alive heads,)
+    channels: torch.Tensor  # (alive channels,)
+
+
+PRUNABLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def prepare_for_gradients(model: nn.Module) -> None:
+    """Gradients only where scores need them: the decoder's linear weights, never embeddings or LM head."""
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(name.endswith(tuple(f"{p}.weight" for p in PRUNABLE)) and ".layers." in name)
+
+
+def accumulate_gradients(model: nn.Module, batches: list[Batch]) -> float:
+    """Leaves ḡ, the gradient of the objective over all batches, in each weight's ``.grad``; returns the loss."""
+    model.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device
+    total = 0.0
+    for batch in batches:
+        loss = batch_loss(model, batch.to(device))
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+@torch.no_grad()
+def calibration_loss(model: nn.Module, batches: list[Batch]) -> float:
+    device = next(model.parameters()).device
+    return sum(float(batch_loss(model, batch.to(device))) for batch in batches)
+
+
+def _attention_parts(layer: nn.Module) -> tuple[nn.Linear, nn.Linear, nn.Linear, nn.Linear, torch.Tensor]:
+    attention = layer.self_attn
+    return attention.q_proj, attention.k_proj, attention.v_proj, attention.o_proj, attention.kv_index
+
+
+def _head_sums(
+    layer: nn.Module, head_dim: int, element: Callable[[nn.Linear], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per query head: (own q+o sum, its KV head's k+v sum, number of alive query heads sharing that KV head)."""
+    q, k, v, o, kv_index = _attention_parts(layer)
+    heads = q.out_features // head_dim
+    if heads == 0:
+        empty = torch.zeros(0, device=q.weight.device)
+        return empty, empty, empty
+    own = element(q).view(heads, -1).sum(1) + element(o).view(o.out_features, heads, head_dim).sum((0, 2))
+    kv_heads = k.out_features // head_dim
+    kv = element(k).view(kv_heads, -1).sum(1) + element(v).view(kv_heads, -1).sum(1)
+    readers = torch.bincount(kv_index, minlength=kv_heads).to(own.dtype)
+    return own, kv[kv_index], readers[kv_index]
+
+
+def _channel_sums(layer: nn.Module, element: Callable[[nn.Linear], torch.Tensor]) -> torch.Tensor:
+    mlp = layer.mlp
+    return element(mlp.gate_proj).sum(1) + element(mlp.up_proj).sum(1) + element(mlp.down_proj).sum(0)
+
+
+def _normalised(
+    own: torch.Tensor,
+    kv: torch.Tensor,
+    readers: torch.Tensor,
+    channels: torch.Tensor,
+    g: Geometry,
+    normalization: Normalization,
+) -> LayerScores:
+    """Block-wise normalisation so heads and channels compete in one ranking.
+
+    A query head's block is its q rows and o columns plus its share of the KV head it reads.
+    """
+    head_total = own + kv / readers.clamp(min=1)
+    if normalization is Normalization.reference:
+        return LayerScores(
+            head_total / (4 * g.head_dim * g.hidden_size), channels / (3 * g.intermediate_size)
+        )
+    block = 2 * g.head_dim * g.hidden_size + 2 * g.head_dim * g.hidden_size / readers.clamp(min=1)
+    return LayerScores(head_total / block, channels / (3 * g.hidden_size))
+
+
+@torch.no_grad()
+def taylor_scores(model: nn.Module, g: Geometry, normalization: Normalization) -> list[LayerScores]:
+    """GISP: Σ |W ⊙ ḡ| over each structure's weights, block-normalised (ḡ left in ``.grad``)."""
+
+    def element(linear: nn.Linear) -> torch.Tensor:
+        return (linear.weight * linear.weight.grad).abs().float()
+
+    return _scores_from(model, g, normalization, element)
+
+
+@torch.no_grad()
+def magnitude_scores(model: nn.Module, g: Geometry, normalization: Normalization) -> list[LayerScores]:
+    return _scores_from(model, g, normalization, lambda linear: linear.weight.abs().float())
+
+
+def _scores_from(
+    model: nn.Module, g: Geometry, normalization: Normalization, element: Callable[[nn.Linear], torch.Tensor]
+) -> list[LayerScores]:
+    scores = []
+    for layer in model.model.layers:
+        own, kv, readers = _head_sums(layer, g.head_dim, element)
+        scores.append(_normalised(own, kv, readers, _channel_sums(layer, element), g, normalization))
+    return scores
+
+
+def random_scores(state: PruningState, seed: int) -> list[LayerScores]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        LayerScores(
+            torch.rand(len(s.heads), generator=generator), torch.rand(len(s.channels), generator=generator)
+        )
+        for s in state.layers
+    ]
+
+
+class ActivationStatistics:
+    """Running per-feature mean and second moment of the inputs of o_proj and down_proj.
+
+    Wanda-sp and FLAP score a head or channel by what flows into the output projection it feeds.
+    Padding tokens are excluded through the attention mask the caller sets before each batch.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.squares: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.mask: torch.Tensor | None = None
+        self._handles = []
+        for index, layer in enumerate(model.model.layers):
+            for key, module in (
+                (f"{index}.attn", layer.self_attn.o_proj),
+                (f"{index}.mlp", layer.mlp.down_proj),
+            ):
+                self._handles.append(module.register_forward_pre_hook(self._hook(key)))
+
+    def _hook(self, key: str) -> Callable:
+        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach().float()
+            if self.mask is not None:
+                x = x[self.mask.bool()]
+            x = x.reshape(-1, x.shape[-1])
+            self.sums[key] = self.sums.get(key, 0) + x.sum(0)
+            self.squares[key] = self.squares.get(key, 0) + (x * x).sum(0)
+            self.counts[key] = self.counts.get(key, 0) + x.shape[0]
+
+        return record
+
+    @torch.no_grad()
+    def collect(self, model: nn.Module, batches: list[Batch]) -> ActivationStatistics:
+        device = next(model.parameters()).device
+        for batch in batches:
+            batch = batch.to(device)
+            self.mask = batch.attention_mask
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        self.mask = None
+        for handle in self._handles:
+            handle.remove()
+        return self
+
+    def mean(self, key: str) -> torch.Tensor:
+        return self.sums[key] / max(self.counts[key], 1)
+
+    def norm(self, key: str) -> torch.Tensor:
+        return self.squares[key].sqrt()
+
+    def variance(self, key: str) -> torch.Tensor:
+        mean = self.mean(key)
+        return (self.squares[key] / max(self.counts[key], 1) - mean * mean).clamp(min=0)
+
+
+@torch.no_grad()
+def wanda_sp_scores(model: nn.Module, g: Geometry, stats: ActivationStatistics) -> list[LayerScores]:
+    """Wanda-sp: Σ |W_out[:, j]| · ‖X_j‖ over the output projection's input features of each structure."""
+    scores = []
+    for index, layer in enumerate(model.model.layers):
+        o, down = layer.self_attn.o_proj, layer.mlp.down_proj
+        head_features = o.weight.abs().float().sum(0) * stats.norm(f"{index}.attn")
+        channel = down.weight.abs().float().sum(0) * stats.norm(f"{index}.mlp")
+        scores.append(LayerScores(head_features.view(-1, g.head_dim).sum(1), channel))
+    return scores
+
+
+@torch.no_grad()
+def flap_scores(model: nn.Module, g: Geometry, stats: ActivationStatistics) -> list[LayerScores]:
+    """FLAP: fluctuation Var(X_j)·‖W[:, j]‖², standardised per layer and kind for one adaptive ranking."""
+    scores = []
+    for index, layer in enumerate(model.model.layers):
+        o, down = layer.self_attn.o_proj, layer.mlp.down_proj
+        heads = (stats.variance(f"{index}.attn") * o.weight.float().pow(2).sum(0)).view(-1, g.head_dim).sum(1)
+        channels = stats.variance(f"{index}.mlp") * down.weight.float().pow(2).sum(0)
+        scores.append(LayerScores(heads, channels))
+    return _standardised(scores)
+
+
+def _standardised(scores: list[LayerScores]) -> list[LayerScores]:
+    def standardise(values: torch.Tensor) -> torch.Tensor:
+        if values.numel() < 2:
+            return values - values.mean() if values.numel() else values
+        return (values - values.mean()) / values.std().clamp(min=1e-12)
+
+    return [LayerScores(standardise(s.heads), standardise(s.channels)) for s in scores]
+
+
+def uniform_quantiles(scores: list[LayerScores], eligible: list[int]) -> list[LayerScores]:
+    """Replace scores by their rank fraction within each (layer, kind).
+
+    Ranked globally, these remove the same fraction of heads and of channels from every eligible layer:
+    Wanda-sp's uniform per-layer sparsity, expressed in the shared loop.
+    """
+
+    def quantile(values: torch.Tensor) -> torch.Tensor:
+        n = values.numel()
+        if n == 0:
+            return values
+        ranks = torch.empty(n, dtype=torch.float32)
+        ranks[torch.argsort(values, stable=True)] = torch.arange(n, dtype=torch.float32)
+        return (ranks + 1) / n
+
+    return [
+        LayerScores(quantile(s.heads), quantile(s.channels)) if i in eligible else s
+        for i, s in enumerate(scores)
+    ]
+
+
+NEEDS_GRADIENTS = frozenset({Method.gisp, Method.gisp_oneshot})
+NEEDS_ACTIVATIONS = frozenset({Method.wanda_sp, Method.flap})

@@ -1,0 +1,209 @@
+"""Turning a point of a trajectory into a real, smaller checkpoint a user loads with ``from_pretrained``.
+
+Two layouts:
+
+* ``nonuniform``: exactly the subnetwork GISP chose; per-layer sizes live in config.json and the model code
+  ships beside the weights (``auto_map``), so stock transformers loads it with ``trust_remote_code=True``.
+* ``uniform``: equal head and channel counts in every layer (heads a multiple of the KV group), chosen by
+  the trajectory's own importance order; saved as the base family's stock config, no custom code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM
+
+from core.engine.architectures import stock_config_for_uniform, to_gisp_model
+from core.engine.loading import LoadedModel, file_sha256
+from core.engine.modeling.configuration_gisp import GispConfig
+from core.engine.modeling.modeling_gisp import GispForCausalLM
+from core.engine.slicing import slice_model
+from core.engine.structures import Kind, LayerState, PruningState, Structure
+from core.engine.trajectory import Trajectory
+from core.engine.versions import library_versions
+from core.errors import UserInputError
+from core.pruning_spec import Layout
+
+MANIFEST = "gisp_manifest.json"
+MANIFEST_VERSION = 1
+
+
+def pruned_model(loaded: LoadedModel, trajectory: Trajectory, state: PruningState) -> GispForCausalLM:
+    """The base model sliced to ``state``, with FLAP's bias compensation where the trajectory has one."""
+    model = to_gisp_model(loaded.model)
+    slice_model(model, PruningState.dense(trajectory.geometry), state)
+    if trajectory.compensation:
+        _compensate(model, loaded.model, trajectory, state)
+    return model
+
+
+def materialize(
+    loaded: LoadedModel,
+    trajectory: Trajectory,
+    sparsity: float,
+    out_dir: str | Path,
+    *,
+    layout: Layout | str = Layout.nonuniform,
+) -> Path:
+    """Write the checkpoint at ``sparsity`` (the first trajectory point reaching it) to ``out_dir``."""
+    layout = Layout(layout)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if layout is Layout.uniform:
+        state = uniform_state(trajectory, sparsity)
+        gisp = pruned_model(loaded, trajectory, state)
+        model = _as_stock_model(loaded, gisp, state)
+    else:
+        state = trajectory.state_at(sparsity)
+        model = pruned_model(loaded, trajectory, state)
+        GispConfig.register_for_auto_class()
+        GispForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+    model.generation_config = loaded.model.generation_config
+    model.save_pretrained(out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out)
+    manifest = build_manifest(loaded, trajectory, state, sparsity, layout, model)
+    manifest["files"] = {
+        p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return out
+
+
+def build_manifest(
+    loaded: LoadedModel,
+    trajectory: Trajectory,
+    state: PruningState,
+    requested: float,
+    layout: Layout,
+    model: nn.Module,
+) -> dict[str, Any]:
+    settings = trajectory.settings
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "base_model": trajectory.base_model,
+        "layout": layout.value,
+        "requested_sparsity": requested,
+        "sparsity": state.sparsity(),
+        "structure_ratio": state.structure_ratio(),
+        "decoder_parameters": state.decoder_params(),
+        "dense_decoder_parameters": trajectory.geometry.dense_decoder_params,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dense_parameters": trajectory.dense_parameters,
+        "layers": state.counts(),
+        "method": settings["method"],
+        "objective": settings["objective"],
+        "settings": settings,
+        "calibration_fingerprint": trajectory.calibration_fingerprint,
+        "protected_layers": trajectory.protected_layers,
+        "versions": library_versions(),
+    }
+
+
+def uniform_state(trajectory: Trajectory, sparsity: float) -> PruningState:
+    """Equal counts in every layer, matching the global choice's head/channel balance and its sparsity."""
+    g = trajectory.geometry
+    chosen = trajectory.state_at(sparsity)
+    order = trajectory.importance_order()
+    mean_heads = sum(len(s.heads) for s in chosen.layers) / g.num_layers
+    if mean_heads >= g.num_kv_heads:
+        kv_keep, per_group = g.num_kv_heads, min(g.group_size, max(1, round(mean_heads / g.num_kv_heads)))
+    else:
+        kv_keep, per_group = max(1, round(mean_heads)), 1
+    head_params = kv_keep * per_group * g.query_head_params + kv_keep * g.kv_head_params
+    budget = g.dense_decoder_params * (1.0 - sparsity) / g.num_layers - head_params - g.fixed_layer_params
+    channels = min(g.intermediate_size, max(1, math.floor(budget / g.channel_params)))
+
+    def importance(layer: int, kind: Kind, index: int) -> float:
+        return order.get(Structure(layer, kind, index), math.inf)
+
+    layers = []
+    for layer in range(g.num_layers):
+        groups = []
+        for kv in range(g.num_kv_heads):
+            members = [h for h in range(g.num_heads) if g.kv_of(h) == kv]
+            best = sorted(members, key=lambda h: importance(layer, Kind.head, h), reverse=True)[:per_group]
+            groups.append((sum(importance(layer, Kind.head, h) for h in best), kv, best))
+        kept_groups = sorted(groups, key=lambda item: item[0], reverse=True)[:kv_keep]
+        heads = sorted(h for _, _, best in kept_groups for h in best)
+        kv_heads = sorted(kv for _, kv, _ in kept_groups)
+        ranked_channels = sorted(
+            range(g.intermediate_size), key=lambda c: importance(layer, Kind.channel, c), reverse=True
+        )
+        layers.append(LayerState(heads, kv_heads, sorted(ranked_channels[:channels])))
+    return PruningState(g, layers)
+
+
+def _as_stock_model(loaded: LoadedModel, gisp: GispForCausalLM, state: PruningState) -> nn.Module:
+    counts = state.counts()[0]
+    config = stock_config_for_uniform(
+        loaded.model.config, counts["heads"], counts["kv_heads"], counts["channels"]
+    )
+    if gisp.config.o_proj_bias or gisp.config.down_proj_bias:
+        _enable_stock_biases(config)
+    model = AutoModelForCausalLM.from_config(config, dtype=loaded.model.dtype)
+    missing, unexpected = model.load_state_dict(gisp.state_dict(), strict=False)
+    with torch.no_grad():
+        for name in missing:
+            if name.endswith(".bias"):  # biases the stock layout forces on, which the pruned model lacks
+                model.get_parameter(name).zero_()
+    missing = [m for m in missing if not m.endswith(".bias") and m != "lm_head.weight"]
+    if missing or unexpected:
+        raise UserInputError(
+            f"the uniform layout does not fit the stock {config.model_type} model: {missing[:3]} {unexpected[:3]}",
+            field="layout",
+        )
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    return model.eval()
+
+
+def _enable_stock_biases(config: Any) -> None:
+    """Stock Llama/Mistral/Qwen3 carry an o_proj bias only with attention_bias (q/k/v biases then stay zero)."""
+    if config.model_type == "qwen2":
+        raise UserInputError(
+            "FLAP's bias compensation needs an o_proj bias, which stock Qwen2 lacks; use the nonuniform layout",
+            field="layout",
+        )
+    if config.model_type == "mistral":
+        raise UserInputError(
+            "FLAP's bias compensation needs biases, which stock Mistral lacks; use the nonuniform layout",
+            field="layout",
+        )
+    config.attention_bias = True
+    config.mlp_bias = True
+
+
+@torch.no_grad()
+def _compensate(model: GispForCausalLM, base: nn.Module, trajectory: Trajectory, state: PruningState) -> None:
+    """FLAP: fold each removed feature's mean input into the output bias, b += W[:, removed] · mean(removed)."""
+    g = trajectory.geometry
+    compensation = trajectory.compensation or {}
+    base_layers = base.model.layers
+    for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
+        base_attention, base_mlp = base_layers[index].self_attn, base_layers[index].mlp
+        dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
+        features = [h * g.head_dim + d for h in dead_heads for d in range(g.head_dim)]
+        _add_bias(
+            layer.self_attn.o_proj, base_attention.o_proj.weight, features, compensation[f"{index}.attn"]
+        )
+        dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
+        _add_bias(layer.mlp.down_proj, base_mlp.down_proj.weight, dead_channels, compensation[f"{index}.mlp"])
+    model.config.o_proj_bias = True
+    model.config.down_proj_bias = True
+
+
+def _add_bias(linear: nn.Linear, base_weight: torch.Tensor, removed: list[int], means: list[float]) -> None:
+    bias = torch.zeros(linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)
+    if linear.bias is not None:
+        bias += linear.bias
+    if removed:
+        index = torch.tensor(removed, device=base_weight.device)
+        mean = torch.tensor(means, dtype=torch.float32, device=base_weight.device)[index]
+        bias += (base_weight.float()[:, index] @ mean).to(bias.dtype)
+    linear.bias = nn.Parameter(bias, requires_grad=False)

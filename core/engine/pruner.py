@@ -1,0 +1,300 @@
+"""The one pruning loop every method shares: score → rank globally → remove → record → slice.
+
+Methods differ only in how they score (see ``importance``); schedule, eligibility, sparsity accounting and
+the trajectory are the same for all of them, so their results are comparable at equal measured sparsity.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from core.data.calibration import CalibrationItem, fingerprint
+from core.engine import importance
+from core.engine.architectures import geometry_of, to_gisp_model
+from core.engine.importance import LayerScores
+from core.engine.loading import LoadedModel
+from core.engine.objectives import CalibrationPool
+from core.engine.schedule import protected_layers, step_targets
+from core.engine.slicing import slice_model
+from core.engine.structures import Geometry, Kind, PruningState, Structure
+from core.engine.trajectory import StepRecord, Trajectory
+from core.engine.versions import library_versions
+from core.errors import UserInputError
+from core.pruning_spec import Method, PruneSettings
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[StepRecord, Trajectory], None]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """A structure's score keyed by its base-model identity, so scores outlive slicing."""
+
+    score: float
+    structure: Structure
+
+
+def prune(
+    loaded: LoadedModel,
+    items: Sequence[CalibrationItem],
+    settings: PruneSettings,
+    *,
+    on_step: StepCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    resume: Trajectory | None = None,
+    physical: bool = True,
+    progress: bool = False,
+) -> Trajectory:
+    """Run ``settings.method`` to every target sparsity and return the trajectory.
+
+    ``resume`` continues a partial trajectory of the same job: the removed structures are sliced away and
+    the remaining steps draw the same calibration batches, so the result equals an uninterrupted run.
+    ``physical=False`` only masks removed structures (kept for benchmarks that measure what slicing saves).
+    """
+    base = loaded.model
+    geometry = geometry_of(base.config)
+    protected = protected_layers(settings, geometry.num_layers)
+    eligible = [layer for layer in range(geometry.num_layers) if layer not in protected]
+    if not eligible:
+        raise UserInputError("every layer is protected; nothing can be pruned", field="protected_layers")
+    schedule = step_targets(settings)
+    _check_reachable(geometry, eligible, settings.max_sparsity)
+    pool = CalibrationPool(items, loaded.tokenizer, settings)
+    dense_parameters = sum(p.numel() for p in base.parameters())
+    trajectory = resume or Trajectory(
+        geometry=geometry,
+        settings=settings.model_dump(mode="json"),
+        base_model=dict(loaded.identity),
+        calibration_fingerprint=fingerprint(items),
+        dense_parameters=dense_parameters,
+        protected_layers=protected,
+        schedule=schedule,
+        versions=library_versions(),
+    )
+    if resume is not None:
+        _check_resumable(resume, settings, loaded, items, schedule)
+
+    working = to_gisp_model(base)
+    state = PruningState.dense(geometry)
+    target = trajectory.state_after_steps(len(trajectory.steps))
+    if physical:
+        slice_model(working, state, target)
+    state = target
+    mask = None if physical else _Mask(working, geometry)
+    if mask is not None:
+        mask.apply(state)
+    if settings.method in importance.NEEDS_GRADIENTS:
+        importance.prepare_for_gradients(working)
+    else:
+        working.requires_grad_(False)
+
+    reused: list[Ranked] | None = None
+    bar = tqdm(total=len(schedule), initial=len(trajectory.steps), disable=not progress, unit="step")
+    try:
+        for step in range(len(trajectory.steps), len(schedule)):
+            if should_stop is not None and should_stop():
+                break
+            started = time.perf_counter()
+            iterative = settings.method is Method.gisp
+            batches = pool.batches(step if iterative else 0)
+            if reused is None or iterative:
+                ranked, loss = _score(working, state, geometry, settings, batches, trajectory, physical)
+                if not iterative:
+                    reused = ranked
+            else:
+                ranked = [r for r in reused if state.is_alive(r.structure)]
+                loss = importance.calibration_loss(working, batches)
+            new_state, removed, threshold = _select(state, ranked, eligible, schedule[step])
+            if physical:
+                slice_model(working, state, new_state)
+            else:
+                mask.apply(new_state)
+            state = new_state
+            decoder_now = state.decoder_params()
+            record = StepRecord(
+                index=step + 1,
+                total_steps=len(schedule),
+                target_sparsity=schedule[step],
+                sparsity=state.sparsity(),
+                structure_ratio=state.structure_ratio(),
+                threshold=threshold,
+                loss=loss,
+                seconds=time.perf_counter() - started,
+                removed=[s.to_list() for s in removed],
+                parameters=dense_parameters - (geometry.dense_decoder_params - decoder_now),
+            )
+            trajectory.steps.append(record)
+            if trajectory.is_complete:
+                trajectory.survivor_scores = _survivor_scores(state, ranked)
+            bar.set_postfix(loss=f"{loss:.4f}", sparsity=f"{record.sparsity:.3f}")
+            bar.update(1)
+            if on_step is not None:
+                on_step(record, trajectory)
+    finally:
+        bar.close()
+        working.zero_grad(set_to_none=True)
+        base.zero_grad(set_to_none=True)
+    return trajectory
+
+
+def _score(
+    model: torch.nn.Module,
+    state: PruningState,
+    geometry: Geometry,
+    settings: PruneSettings,
+    batches: list,
+    trajectory: Trajectory,
+    physical: bool,
+) -> tuple[list[Ranked], float]:
+    method = settings.method
+    loss = float("nan")
+    if method in importance.NEEDS_GRADIENTS:
+        loss = importance.accumulate_gradients(model, batches)
+        scores = importance.taylor_scores(model, geometry, settings.normalization)
+    elif method in importance.NEEDS_ACTIVATIONS:
+        stats = importance.ActivationStatistics(model).collect(model, batches)
+        loss = importance.calibration_loss(model, batches)
+        if method is Method.flap:
+            scores = importance.flap_scores(model, geometry, stats)
+            trajectory.compensation = {
+                key: [round(v, 7) for v in stats.mean(key).tolist()] for key in stats.sums
+            }
+        else:
+            eligible = [i for i in range(geometry.num_layers) if i not in trajectory.protected_layers]
+            scores = importance.uniform_quantiles(
+                importance.wanda_sp_scores(model, geometry, stats), eligible
+            )
+    elif method is Method.magnitude:
+        loss = importance.calibration_loss(model, batches)
+        scores = importance.magnitude_scores(model, geometry, settings.normalization)
+    else:
+        loss = importance.calibration_loss(model, batches)
+        scores = importance.random_scores(state, settings.seed)
+        physical = True  # random scores are drawn per alive structure already
+    return _rank(state, scores, geometry, physical), loss
+
+
+def _rank(state: PruningState, scores: list[LayerScores], geometry: Geometry, physical: bool) -> list[Ranked]:
+    """Attach each score to its base-model structure; masked models score dead structures too, dropped here."""
+    ranked: list[Ranked] = []
+    for layer, (alive, layer_scores) in enumerate(zip(state.layers, scores)):
+        heads = alive.heads if physical else range(geometry.num_heads)
+        channels = alive.channels if physical else range(geometry.intermediate_size)
+        ranked += [
+            Ranked(float(s), Structure(layer, Kind.head, h))
+            for h, s in zip(heads, layer_scores.heads.tolist())
+        ]
+        ranked += [
+            Ranked(float(s), Structure(layer, Kind.channel, c))
+            for c, s in zip(channels, layer_scores.channels.tolist())
+        ]
+    if not physical:
+        ranked = [r for r in ranked if state.is_alive(r.structure)]
+    return ranked
+
+
+def _select(
+    state: PruningState, ranked: list[Ranked], eligible: list[int], target: float
+) -> tuple[PruningState, list[Structure], float]:
+    """Remove the lowest-ranked eligible structures until the measured sparsity reaches ``target``.
+
+    Overshoot is below one structure's parameters; ties break on (layer, kind, index) for determinism.
+    """
+    allowed = set(eligible)
+    candidates = sorted(
+        (r for r in ranked if r.structure.layer in allowed),
+        key=lambda r: (r.score, r.structure.layer, int(r.structure.kind), r.structure.index),
+    )
+    new_state = state.copy()
+    dense = state.geometry.dense_decoder_params
+    remaining = new_state.decoder_params()
+    needed = dense * (1.0 - target)
+    removed: list[Structure] = []
+    threshold = float("-inf")
+    for candidate in candidates:
+        if remaining <= needed + 1e-6:
+            break
+        remaining -= new_state.removal_cost(candidate.structure)
+        new_state.remove(candidate.structure)
+        removed.append(candidate.structure)
+        threshold = candidate.score
+    if remaining > needed + 1e-6:
+        raise UserInputError(
+            f"sparsity {target:.3f} cannot be reached with the unprotected layers alone",
+            field="sparsities",
+        )
+    return new_state, removed, threshold
+
+
+def _survivor_scores(state: PruningState, ranked: list[Ranked]) -> list[dict[str, list[float]]]:
+    by_structure = {r.structure: r.score for r in ranked}
+    return [
+        {
+            "heads": [by_structure.get(Structure(layer, Kind.head, h), 0.0) for h in alive.heads],
+            "channels": [by_structure.get(Structure(layer, Kind.channel, c), 0.0) for c in alive.channels],
+        }
+        for layer, alive in enumerate(state.layers)
+    ]
+
+
+def _check_reachable(geometry: Geometry, eligible: list[int], sparsity: float) -> None:
+    prunable = len(eligible) * (
+        geometry.layer_params(geometry.num_heads, geometry.num_kv_heads, geometry.intermediate_size)
+        - geometry.fixed_layer_params
+    )
+    reachable = prunable / geometry.dense_decoder_params
+    if sparsity > reachable:
+        raise UserInputError(
+            f"sparsity {sparsity:.3f} exceeds the {reachable:.3f} the unprotected layers hold; "
+            "lower the target or protect fewer layers",
+            field="sparsities",
+        )
+
+
+def _check_resumable(
+    trajectory: Trajectory,
+    settings: PruneSettings,
+    loaded: LoadedModel,
+    items: Sequence[CalibrationItem],
+    schedule: list[float],
+) -> None:
+    if trajectory.settings != settings.model_dump(mode="json"):
+        raise UserInputError("the trajectory to resume was made with other settings", field="resume")
+    if trajectory.calibration_fingerprint != fingerprint(items):
+        raise UserInputError("the trajectory to resume was calibrated on other data", field="resume")
+    if trajectory.schedule != schedule:
+        raise UserInputError("the trajectory to resume follows another schedule", field="resume")
+    sha = loaded.identity.get("weights_sha256")
+    if sha and trajectory.base_model.get("weights_sha256") not in (None, sha):
+        raise UserInputError("the trajectory to resume was made on other weights", field="resume")
+
+
+class _Mask:
+    """Zeroes removed structures in a dense model: the slower alternative slicing is measured against."""
+
+    def __init__(self, model: torch.nn.Module, geometry: Geometry) -> None:
+        self.model = model
+        self.geometry = geometry
+
+    @torch.no_grad()
+    def apply(self, state: PruningState) -> None:
+        hd = self.geometry.head_dim
+        for layer, alive in zip(self.model.model.layers, state.layers):
+            attention, mlp = layer.self_attn, layer.mlp
+            dead_heads = sorted(set(range(self.geometry.num_heads)) - set(alive.heads))
+            for h in dead_heads:
+                attention.q_proj.weight[h * hd : (h + 1) * hd] = 0
+                attention.o_proj.weight[:, h * hd : (h + 1) * hd] = 0
+            dead_channels = sorted(set(range(self.geometry.intermediate_size)) - set(alive.channels))
+            if dead_channels:
+                index = torch.tensor(dead_channels)
+                mlp.gate_proj.weight[index] = 0
+                mlp.up_proj.weight[index] = 0
+                mlp.down_proj.weight[:, index] = 0

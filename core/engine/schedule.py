@@ -1,0 +1,39 @@
+"""Which sparsity each pruning step aims at.
+
+A run to several targets is one run to the largest: the T schedule points are spread linearly or along a
+cosine, and every requested target is inserted as a step boundary so the trajectory lands on it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+from core.errors import UserInputError
+from core.pruning_spec import PruneSettings, Schedule
+
+
+def step_targets(settings: PruneSettings) -> list[float]:
+    top = settings.max_sparsity
+    steps = settings.steps
+    if settings.schedule is Schedule.cosine:
+        points = [top * (1 - math.cos(math.pi * t / steps)) / 2 for t in range(1, steps + 1)]
+    else:
+        points = [top * t / steps for t in range(1, steps + 1)]
+    merged = sorted({round(p, 9) for p in (*points, *settings.sparsities)})
+    return [p for p in merged if p > 0]
+
+
+def protected_layers(settings: PruneSettings, num_layers: int) -> list[int]:
+    """By default the first 10 % of layers and the last one, which pruning hurts most."""
+    if settings.protected_layers is not None:
+        outside = [layer for layer in settings.protected_layers if layer >= num_layers]
+        if outside:
+            raise UserInputError(
+                f"layers {outside} do not exist; this model has {num_layers} layers", field="protected_layers"
+            )
+        return sorted(set(settings.protected_layers))
+    first = int(num_layers * settings.protected_first_fraction)
+    layers = set(range(first))
+    if settings.protect_last_layer:
+        layers.add(num_layers - 1)
+    return sorted(layers)
