@@ -1,0 +1,60 @@
+"""Dependencies shared by the routes (FastAPI ``Annotated`` style)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.errors import APIError
+from core.db.models import Tenant
+from core.db.session import session_factory
+from core.jobs.tenants import authenticate
+from core.settings import Settings
+from core.storage import Storage, get_storage
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+
+
+def get_db(settings: SettingsDep) -> Iterator[Session]:
+    session = session_factory(settings)()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+SessionDep = Annotated[Session, Depends(get_db)]
+
+
+def get_app_storage(settings: SettingsDep) -> Storage:
+    return get_storage(settings)
+
+
+StorageDep = Annotated[Storage, Depends(get_app_storage)]
+
+_bearer = HTTPBearer(auto_error=False, description="an API key from `gisp keys create`")
+
+
+def get_current_tenant(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Tenant:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise APIError(401, "unauthorized", "missing bearer API key", headers=challenge)
+    tenant = authenticate(session=session, key=credentials.credentials)
+    if tenant is None:
+        raise APIError(401, "unauthorized", "invalid or revoked API key", headers=challenge)
+    return tenant
+
+
+CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]

@@ -1,0 +1,37 @@
+"""The FastAPI application: ``uvicorn --factory api.main:create_app``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, FastAPI
+
+from api.errors import install_error_handlers
+from api.metrics import install_metrics
+from api.routes import calibration_sets, checkpoints, health, jobs
+from core.settings import Settings, get_settings
+
+API_PREFIX = "/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    logging.getLogger("gisp").setLevel(logging.INFO)
+    app = FastAPI(
+        title="GISP service",
+        version="1.0.0",
+        description="Structured pruning of LLMs as jobs: submit, follow, download checkpoints.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.state.metrics = install_metrics(app, settings)
+    v1 = APIRouter(prefix=API_PREFIX)
+    v1.include_router(jobs.router)
+    v1.include_router(checkpoints.router)
+    v1.include_router(calibration_sets.router)
+    app.include_router(v1)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,168 @@
+"""Checkpoints (download, materialise on demand) and the evaluation report of a job."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import APIRouter, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
+from api.dispatch import enqueue_materialize
+from api.errors import APIError
+from api.routes.jobs import ERRORS, load_job
+from api.serializers import checkpoint_public
+from api.tar_stream import Member, TarStream
+from core.db.models import Artifact, Job
+from core.jobs import crud
+from core.jobs.states import CheckpointStatus, JobStatus
+from core.schemas.errors import ErrorBody
+from core.schemas.jobs import CheckpointPending, CheckpointsPublic, JobCreate, SparsityRange
+from core.storage import ObjectNotFound, StorageError, report_key
+
+router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
+
+_SPARSITY_RE = re.compile(r"^0?\.\d{1,6}$")
+_REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)$")
+EPSILON = 1e-6
+
+
+def _parse_sparsity(text: str) -> float:
+    if not _SPARSITY_RE.match(text):
+        raise APIError(
+            422, "validation_error", "sparsity must be a number in (0, 1), e.g. 0.5", field="sparsity"
+        )
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise APIError(
+            422, "validation_error", "sparsity must lie strictly between 0 and 1", field="sparsity"
+        )
+    return value
+
+
+def _reached(job: Job) -> list[float]:
+    return list(job.reached_sparsities or [])
+
+
+@router.get("/checkpoints", response_model=CheckpointsPublic, responses=ERRORS)
+def list_checkpoints(job_id: str, session: SessionDep, tenant: CurrentTenant) -> CheckpointsPublic:
+    """Materialised checkpoints, and the range of sparsities that can still be asked for."""
+    job = load_job(session, tenant.id, job_id)
+    reached = _reached(job)
+    return CheckpointsPublic(
+        data=[checkpoint_public(c) for c in job.checkpoints],
+        reached_sparsities=reached,
+        trajectory_range=SparsityRange(min=min(reached), max=max(reached)) if reached else None,
+    )
+
+
+@router.get(
+    "/checkpoints/{sparsity}",
+    responses={
+        **ERRORS,
+        200: {"content": {"application/x-tar": {}}, "description": "the checkpoint as a tar archive"},
+        202: {"model": CheckpointPending, "description": "being materialised; poll again"},
+        409: {"model": ErrorBody, "description": "sparsity not reached, or materialisation failed"},
+    },
+)
+def download_checkpoint(
+    job_id: str,
+    sparsity: str,
+    session: SessionDep,
+    settings: SettingsDep,
+    storage: StorageDep,
+    tenant: CurrentTenant,
+) -> Response:
+    """Download the checkpoint at ``sparsity`` as a tar archive (with SHA256SUMS).
+
+    A sparsity the trajectory passed through but that was not materialised yet is materialised by a worker:
+    the answer is then 202 until it is ready.
+    """
+    value = _parse_sparsity(sparsity)
+    job = load_job(session, tenant.id, job_id)
+    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value)
+    if checkpoint is None:
+        reached = _reached(job)
+        if not reached or value > max(reached) + EPSILON:
+            top = f"{max(reached):.4f}" if reached else "nothing yet"
+            raise APIError(
+                409,
+                "sparsity_not_reached",
+                f"the trajectory has not reached sparsity {value:.4f} (it reaches {top})",
+                field="sparsity",
+            )
+        layout = JobCreate.model_validate(job.spec).layout.value
+        checkpoint, created = crud.ensure_checkpoint(
+            session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False
+        )
+        session.commit()
+        if created:
+            enqueue_materialize(settings, job.id, checkpoint.label)
+    state = CheckpointStatus(checkpoint.status)
+    if state is CheckpointStatus.failed:
+        raise APIError(
+            409,
+            checkpoint.error_code or "materialize_failed",
+            checkpoint.error_message or "the checkpoint could not be materialised",
+            field="sparsity",
+        )
+    if state is not CheckpointStatus.ready:
+        pending = CheckpointPending(sparsity=checkpoint.sparsity, label=checkpoint.label, status=state.value)
+        return JSONResponse(
+            status_code=status.HTTP_202_ACCEPTED,
+            content=pending.model_dump(),
+            headers={"Retry-After": str(pending.retry_after_seconds)},
+        )
+    artifacts: list[Artifact] = checkpoint.artifacts
+    folder = f"{job.id}-{checkpoint.label}"
+    sums = "".join(f"{a.sha256}  {a.name}\n" for a in artifacts).encode()
+    members = [Member(name=f"{folder}/SHA256SUMS", size=len(sums), data=sums)]
+    members += [Member(name=f"{folder}/{a.name}", size=a.size_bytes, key=a.key) for a in artifacts]
+    stream = TarStream(storage, members)
+    return StreamingResponse(
+        iter(stream),
+        media_type="application/x-tar",
+        headers={
+            "Content-Length": str(stream.length),
+            "Content-Disposition": f'attachment; filename="{folder}.tar"',
+        },
+    )
+
+
+@router.get(
+    "/report",
+    responses={**ERRORS, 200: {"content": {"application/json": {}}, "description": "evaluation report"}},
+)
+def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Response:
+    """The job's report: the trajectory's summary plus the evaluations asked for (written when it finishes)."""
+    job = load_job(session, tenant.id, job_id)
+    try:
+        data = storage.get_bytes(report_key(job.tenant_id, job.id))
+    except ObjectNotFound:
+        detail = (
+            "the report is written when the job succeeds"
+            if not JobStatus(job.status).is_terminal
+            else ("this job has no report")
+        )
+        raise APIError(404, "report_not_ready", detail) from None
+    except StorageError:
+        raise APIError(503, "storage_unavailable", "object storage is unreachable; try again") from None
+    return Response(content=data, media_type="application/json")
+
+
+@router.get("/report/files/{name}", responses=ERRORS)
+def get_report_file(
+    job_id: str, name: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant
+) -> Response:
+    """A file the report links to (plots)."""
+    if not _REPORT_FILE_RE.match(name):
+        raise APIError(404, "not_found", "report file not found")
+    job = load_job(session, tenant.id, job_id)
+    media = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json", "csv": "text/csv"}
+    try:
+        data = storage.get_bytes(report_key(job.tenant_id, job.id, f"report/{name}"))
+    except ObjectNotFound:
+        raise APIError(404, "not_found", "report file not found") from None
+    except StorageError:
+        raise APIError(503, "storage_unavailable", "object storage is unreachable; try again") from None
+    return Response(content=data, media_type=media[name.rsplit(".", 1)[1]])

@@ -1,0 +1,67 @@
+"""Database rows to public schemas."""
+
+from __future__ import annotations
+
+from core.db.models import CalibrationSet, Checkpoint, Job, JobEvent
+from core.schemas.calibration import CalibrationSetPublic
+from core.schemas.jobs import (
+    CheckpointPublic,
+    EventPublic,
+    JobCreate,
+    JobError,
+    JobProgress,
+    JobPublic,
+)
+
+
+def checkpoint_public(checkpoint: Checkpoint) -> CheckpointPublic:
+    return CheckpointPublic(
+        sparsity=checkpoint.sparsity,
+        label=checkpoint.label,
+        status=checkpoint.status,
+        is_target=checkpoint.is_target,
+        layout=checkpoint.layout,
+        size_bytes=checkpoint.total_bytes,
+        download_url=f"/v1/jobs/{checkpoint.job_id}/checkpoints/{checkpoint.label}",
+    )
+
+
+def job_public(job: Job) -> JobPublic:
+    error = None
+    if job.error_code:
+        error = JobError(code=job.error_code, message=job.error_message or "", field=job.error_field)
+    return JobPublic(
+        id=job.id,
+        status=job.status,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        attempt=job.attempt,
+        request=JobCreate.model_validate(job.spec),
+        progress=JobProgress(
+            step=job.progress_step,
+            total_steps=job.progress_total,
+            current_sparsity=job.current_sparsity,
+            calibration_loss=job.calibration_loss,
+            eta_seconds=job.eta_seconds,
+        ),
+        error=error,
+        checkpoints=[checkpoint_public(c) for c in job.checkpoints],
+    )
+
+
+def event_public(event: JobEvent) -> EventPublic:
+    return EventPublic(id=event.id, created_at=event.created_at, kind=event.kind, data=event.data)
+
+
+def calibration_set_public(record: CalibrationSet) -> CalibrationSetPublic:
+    return CalibrationSetPublic(
+        id=record.id,
+        name=record.name,
+        objective=record.objective,
+        item_count=record.item_count,
+        size_bytes=record.size_bytes,
+        fingerprint=record.sha256,
+        created_at=record.created_at,
+    )

@@ -1,0 +1,1 @@
+"""Relational state of the service: tenants, keys, jobs, events, checkpoints and artifacts."""

@@ -1,0 +1,1 @@
+"""Job lifecycle: the states a job moves through and the database operations that move it."""

@@ -1,0 +1,73 @@
+"""Job and checkpoint states, and which transitions between them are legal.
+
+The table is the single place that decides whether, say, a cancelled job may still be marked succeeded by a
+late worker (it may not): both the API and the workers go through :func:`check_transition`.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    cancelling = "cancelling"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled})
+
+ALLOWED_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
+    # queued -> failed: the job could not be enqueued, or a user error was found before it ran.
+    JobStatus.queued: frozenset({JobStatus.running, JobStatus.cancelled, JobStatus.failed}),
+    # running -> queued: released after a transient failure, or re-queued by the reaper after a crash.
+    JobStatus.running: frozenset(
+        {JobStatus.queued, JobStatus.cancelling, JobStatus.succeeded, JobStatus.failed, JobStatus.running}
+    ),
+    # cancelling -> succeeded/failed: the last step finished before the cancel was seen.
+    JobStatus.cancelling: frozenset({JobStatus.cancelled, JobStatus.succeeded, JobStatus.failed}),
+    JobStatus.succeeded: frozenset(),
+    JobStatus.failed: frozenset(),
+    JobStatus.cancelled: frozenset(),
+}
+
+
+class InvalidTransition(Exception):
+    """A state change the lifecycle forbids (for instance cancelling a finished job)."""
+
+    def __init__(self, current: JobStatus, target: JobStatus) -> None:
+        super().__init__(f"a {current.value} job cannot become {target.value}")
+        self.current = current
+        self.target = target
+
+
+def check_transition(current: JobStatus, target: JobStatus) -> None:
+    if target not in ALLOWED_TRANSITIONS[current]:
+        raise InvalidTransition(current, target)
+
+
+class CheckpointStatus(str, Enum):
+    pending = "pending"  # asked for, waiting for a worker
+    materializing = "materializing"
+    ready = "ready"
+    failed = "failed"
+
+
+class EventKind(str, Enum):
+    state = "state"  # a status change
+    step = "step"  # one pruning step's metrics
+    checkpoint = "checkpoint"  # a checkpoint became ready or failed
+    retry = "retry"  # a transient failure, retried
+    info = "info"
+
+
+def sparsity_label(sparsity: float) -> str:
+    """Canonical text of a sparsity, used in URLs, storage keys and uniqueness (4 decimals)."""
+    return f"{round(float(sparsity), 4):.4f}"

@@ -1,0 +1,1 @@
+"""Request and response bodies of the public API (also used by the client and the workers)."""

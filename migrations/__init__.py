@@ -1,0 +1,1 @@
+"""Alembic migrations of the database (run by ``core.db.migrate`` or ``alembic -c migrations/alembic.ini``)."""

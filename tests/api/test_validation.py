@@ -1,0 +1,112 @@
+"""Every invalid job request is a 422 that names the offending field; none is a 500."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+pytestmark = pytest.mark.services
+
+BASE = {
+    "model": {"id": "local/tiny"},
+    "calibration": {"name": "wikitext2", "samples": 4, "seq_len": 32},
+    "objective": "perplexity",
+    "sparsities": [0.2, 0.4],
+    "steps": 4,
+}
+
+
+def _with(path: str, value: object) -> dict:
+    body = copy.deepcopy(BASE)
+    target = body
+    *parents, last = path.split(".")
+    for part in parents:
+        target = target[part]
+    if value is _DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return body
+
+
+_DELETE = object()
+
+CASES = [
+    (_with("model.id", "/etc/passwd"), "model.id"),
+    (_with("model.id", "../secrets"), "model.id"),
+    (_with("model.id", "local/../../etc"), "model.id"),
+    (_with("model.id", "file:///etc/passwd"), "model.id"),
+    (_with("model.id", "local/.."), "model.id"),
+    (_with("model.id", "a/b/c"), "model.id"),
+    (_with("model.id", "local/absent"), "model.id"),
+    (_with("model.id", "org/hub-model"), "model.id"),  # hub models are disabled in tests
+    (_with("model.revision", "../x"), "model.revision"),
+    (_with("model", _DELETE), "model"),
+    (_with("calibration", _DELETE), "calibration"),
+    (_with("sparsities", []), "sparsities"),
+    (_with("sparsities", [1.5]), "sparsities"),
+    (_with("sparsities", [0.0]), "sparsities"),
+    (_with("sparsities", [0.5, 0.5]), "sparsities"),
+    (_with("sparsities", "half"), "sparsities"),
+    (_with("steps", 0), "steps"),
+    (_with("steps", 100000), "steps"),
+    (_with("objective", "bogus"), "objective"),
+    (_with("method", "bogus"), "method"),
+    (_with("layout", "sideways"), "layout"),
+    (_with("calibration.samples", 0), "calibration.samples"),
+    (_with("calibration.seq_len", 2), "calibration.seq_len"),
+    (_with("calibration.batch_size", 0), "calibration.batch_size"),
+    (_with("calibration.name", "../../etc/passwd"), "calibration.name"),
+    (_with("calibration.set_id", "cal_" + "0" * 32), "calibration"),  # both name and set_id
+    (_with("calibration.name", "gsm8k"), "calibration.name"),  # answer set for a perplexity job
+    (_with("protected_layers", [-1]), "protected_layers"),
+    (_with("evaluations", ["bad name!"]), "evaluations"),
+    (_with("metadata", {"blob": "x" * 10000}), "metadata"),
+    (_with("surprise", 1), "surprise"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), CASES, ids=[f"{i}-{c[1]}" for i, c in enumerate(CASES)])
+def test_invalid_request_names_the_field(client_factory, tiny_model: str, body: dict, field: str) -> None:
+    answer = client_factory("validator").post("/v1/jobs", json=body)
+    assert answer.status_code == 422, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == field, error
+    assert error["message"]
+
+
+def test_unknown_calibration_set(client_factory, tiny_model: str) -> None:
+    body = _with("calibration", {"set_id": "cal_" + "0" * 32})
+    error = client_factory("validator").post("/v1/jobs", json=body).json()["error"]
+    assert (error["field"], error["code"]) == ("calibration.set_id", "unknown_calibration_set")
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type"),
+    [(b"{not json", "application/json"), (b"[]", "application/json"), (b"model=x", "text/plain")],
+)
+def test_malformed_bodies(client_factory, content: bytes, content_type: str) -> None:
+    answer = client_factory("validator").post(
+        "/v1/jobs", content=content, headers={"Content-Type": content_type}
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] is not None
+
+
+def test_idempotency_key_too_long(client_factory, tiny_model: str) -> None:
+    answer = client_factory("validator").post("/v1/jobs", json=BASE, headers={"Idempotency-Key": "k" * 500})
+    assert answer.status_code == 422
+    assert answer.json()["error"]["field"] == "Idempotency-Key"
+
+
+def test_bad_query_parameters(client_factory) -> None:
+    client = client_factory("validator")
+    for params, field in [
+        ({"status": "sleeping"}, "status"),
+        ({"limit": 0}, "limit"),
+        ({"limit": "x"}, "limit"),
+    ]:
+        answer = client.get("/v1/jobs", params=params)
+        assert answer.status_code == 422
+        assert answer.json()["error"]["field"] == field
