@@ -136,12 +136,17 @@ def gisp_config_from(config: PretrainedConfig) -> GispConfig:
     )
 
 
-def to_gisp_model(model: PreTrainedModel) -> GispForCausalLM:
-    """The same network as a GispForCausalLM, sharing the base model's weight tensors (no copy)."""
+def to_gisp_model(model: PreTrainedModel, *, copy: bool = False) -> GispForCausalLM:
+    """The same network as a GispForCausalLM, sharing the base model's weight tensors unless ``copy``.
+
+    Sharing costs no memory; slicing replaces tensors rather than writing into them, so the base stays intact.
+    """
     config = gisp_config_from(model.config)
     with torch.device("meta"):
         gisp = GispForCausalLM(config)
     state = model.state_dict()
+    if copy:
+        state = {name: tensor.clone() for name, tensor in state.items()}
     missing, unexpected = gisp.load_state_dict(state, strict=False, assign=True)
     missing = [m for m in missing if not (m == "lm_head.weight" and config.tie_word_embeddings)]
     if missing or unexpected:

@@ -81,7 +81,7 @@ def prune(
     if resume is not None:
         _check_resumable(resume, settings, loaded, items, schedule)
 
-    working = to_gisp_model(base)
+    working = to_gisp_model(base, copy=not physical)
     state = PruningState.dense(geometry)
     target = trajectory.state_after_steps(len(trajectory.steps))
     if physical:
