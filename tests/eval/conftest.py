@@ -35,7 +35,7 @@ def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
-def build_model(vocab_size: int, seed: int = 0, init: float = 0.3, context: int = 512) -> LlamaForCausalLM:
+def build_model(vocab_size: int, seed: int = 0, init: float = 0.3, context: int = 2048) -> LlamaForCausalLM:
     """2 layers, hidden 64, 4 heads (2 KV heads); a large init so options do not tie."""
     torch.manual_seed(seed)
     config = LlamaConfig(
