@@ -175,11 +175,12 @@ def stock_config_for_uniform(
     base: PretrainedConfig, heads: int, kv_heads: int, channels: int
 ) -> PretrainedConfig:
     """The base family's own config with equal, smaller sizes in every layer (loads with no custom code)."""
-    config = base.__class__.from_dict(base.to_dict())
-    config.num_attention_heads = heads
-    config.num_key_value_heads = kv_heads
-    config.intermediate_size = channels
-    config.head_dim = geometry_of(base).head_dim
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    return config
+    values = base.to_dict()
+    values.pop("quantization_config", None)
+    values.update(
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=channels,
+        head_dim=geometry_of(base).head_dim,
+    )
+    return base.__class__.from_dict(values)  # the family's own validators run here

@@ -56,7 +56,7 @@ def materialize(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if layout is Layout.uniform:
-        state = uniform_state(trajectory, sparsity)
+        state = stock_uniform_state(loaded, trajectory, sparsity)
         gisp = pruned_model(loaded, trajectory, state)
         model = _as_stock_model(loaded, gisp, state)
     else:
@@ -105,16 +105,24 @@ def build_manifest(
     }
 
 
-def uniform_state(trajectory: Trajectory, sparsity: float) -> PruningState:
-    """Equal counts in every layer, matching the global choice's head/channel balance and its sparsity."""
+def uniform_state(trajectory: Trajectory, sparsity: float, *, valid_heads: Any = None) -> PruningState:
+    """Equal counts in every layer, matching the global choice's head/channel balance and its sparsity.
+
+    ``valid_heads(heads, kv_heads)`` says whether the stock family accepts a head count (stock Llama, for
+    one, wants it to divide the hidden size); the closest valid count to the global choice's mean wins.
+    """
     g = trajectory.geometry
     chosen = trajectory.state_at(sparsity)
     order = trajectory.importance_order()
     mean_heads = sum(len(s.heads) for s in chosen.layers) / g.num_layers
-    if mean_heads >= g.num_kv_heads:
-        kv_keep, per_group = g.num_kv_heads, min(g.group_size, max(1, round(mean_heads / g.num_kv_heads)))
-    else:
-        kv_keep, per_group = max(1, round(mean_heads)), 1
+    shapes = sorted(
+        ((kv, per) for kv in range(1, g.num_kv_heads + 1) for per in range(1, g.group_size + 1)),
+        key=lambda shape: (abs(shape[0] * shape[1] - mean_heads), -shape[0] * shape[1], -shape[0]),
+    )
+    valid = [shape for shape in shapes if valid_heads is None or valid_heads(shape[0] * shape[1], shape[0])]
+    if not valid:
+        raise UserInputError("no equal head count fits the stock architecture", field="layout")
+    kv_keep, per_group = valid[0]
     head_params = kv_keep * per_group * g.query_head_params + kv_keep * g.kv_head_params
     budget = g.dense_decoder_params * (1.0 - sparsity) / g.num_layers - head_params - g.fixed_layer_params
     channels = min(g.intermediate_size, max(1, math.floor(budget / g.channel_params)))
@@ -137,6 +145,22 @@ def uniform_state(trajectory: Trajectory, sparsity: float) -> PruningState:
         )
         layers.append(LayerState(heads, kv_heads, sorted(ranked_channels[:channels])))
     return PruningState(g, layers)
+
+
+def stock_uniform_state(loaded: LoadedModel, trajectory: Trajectory, sparsity: float) -> PruningState:
+    """The uniform layout restricted to head counts the base family's stock config accepts."""
+    return uniform_state(trajectory, sparsity, valid_heads=_stock_accepts(loaded.model.config))
+
+
+def _stock_accepts(base: Any) -> Any:
+    def accepts(heads: int, kv_heads: int) -> bool:
+        try:
+            stock_config_for_uniform(base, heads, kv_heads, 1)
+        except Exception:  # transformers raises its own validation error types here
+            return False
+        return True
+
+    return accepts
 
 
 def _as_stock_model(loaded: LoadedModel, gisp: GispForCausalLM, state: PruningState) -> nn.Module:
