@@ -67,6 +67,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     materialize.add_argument("--device", default="cpu")
     materialize.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     materialize.set_defaults(handler=run_materialize)
+    add_model_parsers(subparsers)
 
 
 def settings_from_args(args: argparse.Namespace) -> PruneSettings:
@@ -152,4 +153,28 @@ def run_materialize(args: argparse.Namespace) -> int:
         )
     path = materialize(loaded, trajectory, args.sparsity, args.out, layout=args.layout)
     print(path, file=sys.stdout)
+    return 0
+
+
+def add_model_parsers(subparsers: argparse._SubParsersAction) -> None:
+    models = subparsers.add_parser("models", help="manage the operator's models folder")
+    actions = models.add_subparsers(dest="models_command", required=True)
+    importer = actions.add_parser(
+        "import", help="copy a model (.gguf file, directory or hub id) into the models folder as safetensors"
+    )
+    importer.add_argument("source", help=".gguf file, local model directory, or hub id")
+    importer.add_argument("--name", required=True, help="folder name; jobs then refer to it as local/NAME")
+    importer.add_argument("--models-dir", type=Path, help="default: GISP_MODELS_DIR or ./models")
+    importer.add_argument("--revision")
+    importer.set_defaults(handler=run_models_import)
+
+
+def run_models_import(args: argparse.Namespace) -> int:
+    import os
+
+    from core.engine.loading import import_model
+
+    models_dir = args.models_dir or Path(os.environ.get("GISP_MODELS_DIR", "models"))
+    path = import_model(args.source, models_dir / args.name, revision=args.revision)
+    print(path)
     return 0

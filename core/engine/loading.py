@@ -182,3 +182,14 @@ def _hub_weights_sha256(model: PreTrainedModel) -> str | None:
     except Exception:  # the hash is informative; a cache layout we cannot read must not fail the load
         logger.warning("could not hash the weights of %s", name)
         return None
+
+
+def import_model(source: str | Path, destination: Path, *, revision: str | None = None) -> Path:
+    """Write ``source`` as a plain safetensors model directory (how GGUF files enter a models folder)."""
+    if destination.exists() and any(destination.iterdir()):
+        raise UserInputError(f"{destination} already exists and is not empty", field="name")
+    loaded = load_model(source, revision=revision)
+    destination.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(destination, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(destination)
+    return destination

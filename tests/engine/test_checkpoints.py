@@ -22,7 +22,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def run(family: str = "llama", method: Method = Method.gisp, **kwargs):
     loaded = build_loaded(family, **kwargs)
-    settings = PruneSettings(method=method, sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2)
+    settings = PruneSettings(
+        method=method, sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2
+    )
     return loaded, prune(loaded, ITEMS, settings)
 
 
@@ -86,7 +88,9 @@ def test_flap_bias_compensation_is_saved_and_reloaded(tmp_path: Path) -> None:
     assert config["o_proj_bias"] and config["down_proj_bias"]
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True)
     biases = [layer.mlp.down_proj.bias for layer in reloaded.model.layers]
-    assert any(b.abs().sum() > 0 for b in biases), "removed channels' mean output should be folded into a bias"
+    assert any(b.abs().sum() > 0 for b in biases), (
+        "removed channels' mean output should be folded into a bias"
+    )
     uniform = materialize(loaded, trajectory, 0.5, tmp_path / "flap-uniform", layout="uniform")
     stock = AutoModelForCausalLM.from_pretrained(uniform)
     assert any(layer.mlp.down_proj.bias.abs().sum() > 0 for layer in stock.model.layers)

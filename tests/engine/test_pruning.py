@@ -198,7 +198,9 @@ def test_parameter_accounting_matches_the_real_model() -> None:
         trajectory = prune(loaded, ITEMS, settings(sparsities=[0.35], steps=2))
         state = trajectory.state_at(0.35)
         model = pruned_model(loaded, trajectory, state)
-        assert state.decoder_params() == sum(p.numel() for n, p in model.named_parameters() if ".layers." in n)
+        assert state.decoder_params() == sum(
+            p.numel() for n, p in model.named_parameters() if ".layers." in n
+        )
         assert trajectory.steps[-1].parameters == sum(p.numel() for p in model.parameters())
 
 

@@ -1,0 +1,123 @@
+"""`gisp prune`, `gisp materialize` and `gisp models import` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForCausalLM
+
+from core.cli.main import main
+from tests.engine.conftest import CORPUS, build_loaded
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    loaded = build_loaded("llama")
+    path = tmp_path / "tiny"
+    loaded.model.save_pretrained(path)
+    loaded.tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    path = tmp_path / "calibration.txt"
+    path.write_text("\n".join(CORPUS))
+    return path
+
+
+def test_prune_writes_trajectory_and_one_checkpoint_per_target(
+    model_dir: Path, text_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        [
+            "prune",
+            str(model_dir),
+            "--calibration",
+            str(text_file),
+            "--sparsities",
+            "0.2,0.4",
+            "--steps",
+            "3",
+            "--samples",
+            "4",
+            "--seq-len",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    trajectory = json.loads((out / "trajectory.json").read_text())
+    assert len(trajectory["steps"]) == len(trajectory["schedule"]) >= 3
+    for target in ("0.2", "0.4"):
+        manifest = json.loads((out / f"sparsity-{target}" / "gisp_manifest.json").read_text())
+        assert manifest["sparsity"] >= float(target)
+        AutoModelForCausalLM.from_pretrained(out / f"sparsity-{target}", trust_remote_code=True)
+    assert "sparsity-0.4" in capsys.readouterr().out
+
+    code = main(
+        ["materialize", str(out), "--sparsity", "0.3", "--out", str(tmp_path / "mid"), "--layout", "uniform"]
+    )
+    assert code == 0
+    manifest = json.loads((tmp_path / "mid" / "gisp_manifest.json").read_text())
+    assert manifest["layout"] == "uniform" and manifest["sparsity"] >= 0.3
+
+
+@pytest.mark.parametrize(
+    ("flags", "field"),
+    [
+        (["--sparsities", "0.2,1.5"], "--sparsities"),
+        (["--sparsities", "0.2,0.2"], "--sparsities"),
+        (["--sparsities", "a,b"], "--sparsities"),
+        (["--sparsities", "0.2", "--steps", "0"], "--steps"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(
+    model_dir: Path,
+    text_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    field: str,
+) -> None:
+    code = main(
+        ["prune", str(model_dir), "--calibration", str(text_file), "--out", str(tmp_path / "x"), *flags]
+    )
+    assert code == 2
+    assert field in capsys.readouterr().err
+
+
+def test_missing_calibration_file_is_a_clear_error(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        [
+            "prune",
+            str(model_dir),
+            "--calibration",
+            str(tmp_path / "nope.txt"),
+            "--sparsities",
+            "0.2",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
+    assert code == 2
+    assert "calibration" in capsys.readouterr().err
+
+
+def test_models_import_writes_safetensors(model_dir: Path, tmp_path: Path) -> None:
+    assert (
+        main(["models", "import", str(model_dir), "--name", "copy", "--models-dir", str(tmp_path / "models")])
+        == 0
+    )
+    names = {p.name for p in (tmp_path / "models" / "copy").iterdir()}
+    assert "model.safetensors" in names and "config.json" in names
+    assert (
+        main(["models", "import", str(model_dir), "--name", "copy", "--models-dir", str(tmp_path / "models")])
+        == 2
+    )

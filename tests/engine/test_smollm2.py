@@ -1,0 +1,50 @@
+"""The real model: SmolLM2-135M-Instruct (Llama, GQA 9q/3kv, 30 layers) from its GGUF file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from core.data.calibration import load_calibration_items
+from core.engine.loading import load_model
+from core.engine.materialize import materialize
+from core.engine.pruner import prune
+from core.pruning_spec import Objective, PruneSettings
+from tests.smollm2 import smollm2_gguf
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_model(smollm2_gguf())
+
+
+def test_gguf_loads_as_a_plain_llama(smollm2) -> None:
+    config = smollm2.model.config
+    assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (30, 9, 3)
+    assert not hasattr(config, "quantization_config") or config.quantization_config is None
+    assert smollm2.identity["source"] == "gguf" and len(smollm2.identity["weights_sha256"]) == 64
+
+
+def test_prune_smollm2_and_load_the_checkpoint_with_stock_transformers(smollm2, tmp_path: Path) -> None:
+    items = load_calibration_items("wikitext2", Objective.perplexity)
+    settings = PruneSettings(sparsities=[0.2], steps=2, samples=4, seq_len=64, batch_size=4)
+    trajectory = prune(smollm2, items, settings)
+    assert trajectory.steps[-1].sparsity >= 0.2
+    assert trajectory.protected_layers == [0, 1, 2, 29]
+    out = materialize(smollm2, trajectory, 0.2, tmp_path / "smol-0.2")
+    manifest = json.loads((out / "gisp_manifest.json").read_text())
+    assert manifest["parameters"] < manifest["dense_parameters"]
+    model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    tokenizer = smollm2.tokenizer
+    ids = tokenizer("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**ids, max_new_tokens=8, do_sample=False)
+    text = tokenizer.decode(generated[0][ids["input_ids"].shape[1] :])
+    assert generated.shape[1] == ids["input_ids"].shape[1] + 8 and text.strip()
