@@ -8,7 +8,9 @@ formatter in `tasks.py` serve both the offline files and the `datasets` path.
 from __future__ import annotations
 
 import bz2
+import functools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,15 @@ _READERS = {
 }
 
 
+@functools.lru_cache(maxsize=32)
+def _cached_records(task: str, split: str, data_dir: str) -> tuple[Record, ...]:
+    return tuple(_READERS[task](task_files(task, split, Path(data_dir))))
+
+
 def read_records(task: str, split: str, data_dir: Path) -> list[Record]:
-    """All records of a (task, split) from the offline copy, in file order."""
-    return list(_READERS[task](task_files(task, split, data_dir)))
+    """All records of a (task, split) from the offline copy, in file order.
+
+    Parsed files are cached per process (the data folder is read-only): calibration mixes and
+    repeated evaluations re-read the same splits many times.
+    """
+    return [dict(record) for record in _cached_records(task, split, os.path.abspath(data_dir))]

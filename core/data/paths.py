@@ -46,6 +46,7 @@ def fingerprint(paths: Iterable[Path], data_dir: Path | None = None) -> dict[str
         key = str(path)
         if data_dir is not None:
             with contextlib.suppress(ValueError):  # outside data_dir: keep the absolute path
-                key = str(path.resolve().relative_to(Path(data_dir).resolve()))
+                # abspath, not resolve: a symlinked task folder still counts as inside data_dir
+                key = str(Path(os.path.abspath(path)).relative_to(os.path.abspath(data_dir)))
         out[key] = sha256_file(path)
     return dict(sorted(out.items()))

@@ -43,7 +43,7 @@ def test_labels_in_range_and_choices_space_prefixed(eval_items, name: str) -> No
         assert isinstance(item, MultipleChoiceItem)
         assert 0 <= item.label < len(item.choices)
         assert all(choice.startswith(" ") for choice in item.choices)
-        assert len({item.id for item in eval_items[name]}) == len(eval_items[name])
+    assert len({item.id for item in eval_items[name]}) == len(eval_items[name])
 
 
 def test_boolq_string_labels_are_mapped(eval_items) -> None:
