@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=200)
     database_max_overflow: int = Field(30, ge=0, le=500)
     broker_url: str = "redis://127.0.0.1:6379/0"
+    broker_dir: Path = Field(
+        Path("./.gisp-broker"), description="message folder when GISP_BROKER_URL is filesystem:// (embedded)"
+    )
     task_queue: str = Field("gpu", min_length=1, description="Celery queue the GPU workers consume")
 
     # Object storage: an S3-compatible endpoint, or a local folder for the embedded mode.
@@ -89,6 +92,8 @@ class Settings(BaseSettings):
                 or self.s3_secret_key.get_secret_value() == DEFAULT_S3_SECRET
             ):
                 problems.append("GISP_S3_ACCESS_KEY/GISP_S3_SECRET_KEY still hold the development defaults")
+            if self.broker_url.startswith("filesystem"):
+                problems.append("the filesystem broker is for the embedded mode only")
             if self.storage_backend == "local":
                 problems.append("GISP_STORAGE_BACKEND=local is for the embedded mode only")
             if self.s3_create_bucket:

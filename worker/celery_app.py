@@ -62,7 +62,25 @@ def create_celery_app(settings: Settings) -> Celery:
             }
         },
     )
+    if settings.broker_url.startswith("filesystem"):
+        _use_filesystem_broker(app, settings)
     return app
+
+
+def _use_filesystem_broker(app: Celery, settings: Settings) -> None:
+    """Messages as files in one folder: the embedded mode's broker when no Redis is reachable.
+
+    It has no fan-out exchanges (so no remote control) and forgets a message once a worker has taken it;
+    a job whose worker dies is still recovered, by the reaper, since recovery rests on the job's heartbeat.
+    """
+    folder = settings.broker_dir.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    app.conf.broker_transport_options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "store_processed": False,
+    }
+    app.conf.worker_enable_remote_control = False
 
 
 def get_celery_app(settings: Settings | None = None) -> Celery:

@@ -70,6 +70,16 @@ def materialize(loaded: Any, trajectory: Any, sparsity: float, out_dir: Path, la
     return engine_materialize(loaded, trajectory, sparsity, out_dir, layout=layout)
 
 
+def preload() -> None:
+    """Import the engine ahead of the first job; a maintenance-only worker (no torch) skips it."""
+    try:
+        import core.engine.loading
+        import core.engine.materialize
+        import core.engine.pruner  # noqa: F401
+    except ImportError:
+        pass
+
+
 def release_memory() -> None:
     """Give cached accelerator memory back between jobs (a long-lived worker runs many)."""
     import gc

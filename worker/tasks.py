@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from core.db.models import Job
 from core.db.session import dispose_engines, session_scope
@@ -21,6 +21,13 @@ from worker.celery_app import MATERIALIZE_TASK, REAP_TASK, RUN_JOB_TASK, app
 from worker.job_runner import TRANSIENT_ERRORS, JobRun, TransientFailure
 
 logger = logging.getLogger(__name__)
+
+
+@worker_init.connect
+def _preload_engine(**_: object) -> None:
+    # Import torch and the engine once in the parent, before the pool forks: every pool process (and each
+    # replacement after a crash) then starts its first job without paying seconds of imports.
+    engine_runner.preload()
 
 
 @worker_process_init.connect
