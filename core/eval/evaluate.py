@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import torch
 
 from core.data.paths import resolve_data_dir
 from core.data.tasks import split_files
+from core.eval.gsm8k import Gsm8kSettings, evaluate_gsm8k, gsm8k_files
 from core.eval.multiple_choice import evaluate_tasks, expand_tasks, mean_accuracy
 from core.eval.perplexity import DEFAULT_WINDOW, wikitext2_perplexity, wikitext2_test_files
 from core.eval.report import dataset_fingerprints
@@ -30,7 +32,7 @@ def evaluate_model(
     limit: int | None = None,
     perplexity_window: int | None = DEFAULT_WINDOW,
     perplexity: bool = True,
-    gsm8k: bool = False,
+    gsm8k: bool | Gsm8kSettings = False,
     efficiency: bool = False,
     device: str | torch.device | None = None,
     data_dir: Path | None = None,
@@ -38,14 +40,16 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate one model; `tasks` None or empty skips multiple choice, `perplexity_window=None`
-    uses the model's full context."""
+    uses the model's full context, `gsm8k=True` runs GSM8K with default :class:`Gsm8kSettings`."""
     data_dir = resolve_data_dir(data_dir)
     target = resolve_device(model, device)
     task_names = expand_tasks(tasks) if tasks else []
+    gsm8k_settings = gsm8k if isinstance(gsm8k, Gsm8kSettings) else (Gsm8kSettings() if gsm8k else None)
     settings: dict[str, Any] = {
         "tasks": task_names,
         "limit": limit,
         "perplexity": {"dataset": "wikitext2-raw-test", "window": perplexity_window} if perplexity else None,
+        "gsm8k": asdict(gsm8k_settings) if gsm8k_settings else None,
         "batch_size": batch_size,
         "seed": seed,
         "device_type": target.type,
@@ -74,6 +78,14 @@ def evaluate_model(
         metrics["mean_accuracy"] = mean_accuracy(results)
         for task in task_names:
             files += split_files(task, "eval", data_dir)
+
+    if gsm8k_settings is not None:
+        start = time.perf_counter()
+        metrics["gsm8k"], _ = evaluate_gsm8k(
+            model, tokenizer, gsm8k_settings, data_dir=data_dir, device=target
+        )
+        timing["gsm8k_s"] = time.perf_counter() - start
+        files += gsm8k_files(gsm8k_settings, data_dir)
 
     return {
         "metrics": metrics,
