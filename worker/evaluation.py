@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
+
+from core.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,27 +39,52 @@ def trajectory_summary(trajectory: Any) -> dict[str, Any]:
     }
 
 
+SPECIAL_EVALUATIONS = {"perplexity", "gsm8k", "efficiency"}
+
+
 def run_evaluations(
-    loaded: Any, trajectory: Any, sparsities: list[float], names: list[str]
-) -> dict[str, Any]:
-    """Results per sparsity and evaluation, through ``core.eval.evaluate_model`` when it exists."""
+    *, loaded: Any, trajectory: Any, sparsities: list[float], names: list[str], settings: Settings
+) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
+    """``core.eval``'s report over the dense model and every target, and its plots; None when none asked.
+
+    ``names``: "perplexity" (WikiText-2 test), "gsm8k", "efficiency", or multiple-choice task names.
+    """
     if not names:
-        return {}
+        return None, {}
     try:
-        from core.eval import evaluate_model  # type: ignore[attr-defined]
-    except ImportError:
-        return {"skipped": "this worker's evaluation module offers no evaluate_model", "requested": names}
+        from core.eval import build_report as eval_report
+        from core.eval import evaluate_model
+        from core.eval.plots import plot_report
+    except ImportError as error:
+        return {"skipped": f"evaluation unavailable on this worker ({error})", "requested": names}, {}
     from core.engine.materialize import pruned_model
 
-    results: dict[str, Any] = {}
-    for sparsity in sparsities:
-        model = pruned_model(loaded, trajectory, trajectory.state_at(sparsity))
+    tasks = [name for name in names if name not in SPECIAL_EVALUATIONS]
+    options = {
+        "tasks": tasks or None,
+        "perplexity": "perplexity" in names,
+        "gsm8k": "gsm8k" in names,
+        "efficiency": "efficiency" in names,
+        "data_dir": settings.data_dir,
+        "device": settings.worker_device,
+    }
+    try:
+        results = {0.0: evaluate_model(loaded.model, loaded.tokenizer, **options)}
+        for sparsity in sparsities:
+            model = pruned_model(loaded, trajectory, trajectory.state_at(sparsity))
+            results[sparsity] = evaluate_model(model, loaded.tokenizer, **options)
+        report = eval_report(results, model=dict(trajectory.base_model))
+    except Exception as error:  # missing evaluation data or an evaluation bug must not fail a pruned job
+        logger.exception("evaluation failed")
+        return {"error": f"{type(error).__name__}: {error}", "requested": names}, {}
+    files: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="gisp-plots-") as tmp:
         try:
-            results[f"{sparsity:.4f}"] = evaluate_model(model, loaded.tokenizer, names)
-        except Exception as error:  # an evaluation bug must not fail a finished pruning job
-            logger.exception("evaluation at sparsity %s failed", sparsity)
-            results[f"{sparsity:.4f}"] = {"error": f"{type(error).__name__}: {error}"}
-    return results
+            for path in plot_report(report, Path(tmp)):
+                files[path.name] = path.read_bytes()
+        except Exception:
+            logger.exception("plotting the evaluation report failed")
+    return report, files
 
 
 def loss_plot(trajectory: Any) -> bytes | None:
@@ -80,17 +109,19 @@ def loss_plot(trajectory: Any) -> bytes | None:
 
 
 def build_report(
-    *, loaded: Any, trajectory: Any, targets: list[float], evaluations: list[str]
+    *, loaded: Any, trajectory: Any, targets: list[float], evaluations: list[str], settings: Settings
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The report JSON and the files it links to (name -> bytes, served under /report/files/)."""
-    files: dict[str, bytes] = {}
+    evaluation, files = run_evaluations(
+        loaded=loaded, trajectory=trajectory, sparsities=targets, names=evaluations, settings=settings
+    )
     plot = loss_plot(trajectory)
     if plot is not None:
         files["loss.png"] = plot
     report = {
         "trajectory": trajectory_summary(trajectory),
         "targets": targets,
-        "evaluations": run_evaluations(loaded, trajectory, targets, evaluations),
+        "evaluation": evaluation,
         "files": sorted(files),
     }
     return report, files

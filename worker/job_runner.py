@@ -220,7 +220,11 @@ class JobRun:
 
     def _write_report(self, loaded: Any, trajectory: Any, targets: list[float]) -> None:
         report, files = evaluation.build_report(
-            loaded=loaded, trajectory=trajectory, targets=targets, evaluations=self.spec.evaluations
+            loaded=loaded,
+            trajectory=trajectory,
+            targets=targets,
+            evaluations=self.spec.evaluations,
+            settings=self.settings,
         )
         for name, data in files.items():
             key = report_key(self.tenant_id, self.job_id, f"report/{name}")

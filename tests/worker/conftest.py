@@ -108,13 +108,16 @@ def _purge_queues(queue: str) -> None:
 
 @pytest.fixture(scope="session")
 def named_sets(service_dirs: dict[str, Path]) -> None:
-    """A stand-in WikiText-2 validation file, so the named set ``wikitext2`` resolves offline."""
+    """Stand-in WikiText-2 files: validation for the named calibration set, test for perplexity reports."""
     folder = service_dirs["data"] / "wikitext-2"
     folder.mkdir(exist_ok=True)
     articles = [
         f" = Article {i} = \n\n " + " ".join(CORPUS[i % 4 :] + CORPUS[: i % 4]) + " \n" for i in range(8)
     ]
     (folder / "wiki.valid.tokens").write_text("\n".join(articles), encoding="utf-8")
+    raw = service_dirs["data"] / "wikitext-2-raw"
+    raw.mkdir(exist_ok=True)
+    (raw / "wiki.test.raw").write_text("\n".join(reversed(articles)), encoding="utf-8")
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,7 @@ def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path)
         "sparsities": [0.15, 0.3],
         "steps": 4,
         "layout": "uniform",
+        "evaluations": ["perplexity"],
     }
     job = client.post("/v1/jobs", json=body).json()
     running = wait_for_job(client, job["id"], lambda j: j["progress"]["step"] >= 1 or j["status"] in TERMINAL)
@@ -89,6 +90,9 @@ def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path)
     report = client.get(f"/v1/jobs/{job['id']}/report")
     assert report.status_code == 200
     assert len(report.json()["trajectory"]["steps"]) == 4
+    evaluated = report.json()["evaluation"]
+    assert [r["sparsity"] for r in evaluated["results"]] == [0.0, 0.15, 0.3], evaluated
+    assert all(r["metrics"]["perplexity"]["perplexity"] > 1 for r in evaluated["results"])
     if "loss.png" in report.json()["files"]:
         plot = client.get(f"/v1/jobs/{job['id']}/report/files/loss.png")
         assert plot.status_code == 200 and plot.content.startswith(b"\x89PNG")
