@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -118,7 +119,9 @@ def worker_command(
         "--without-mingle", "--without-gossip", "--loglevel", "INFO",
     ]  # fmt: skip
     if beat:
-        command += ["-B"] + (["-s", str(schedule)] if schedule else [])
+        # The schedule file must be writable: the images run as a non-root user in a read-only /app.
+        schedule = schedule or Path(tempfile.gettempdir()) / "gisp-celerybeat-schedule"
+        command += ["-B", "-s", str(schedule)]
     return command
 
 
