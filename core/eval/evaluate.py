@@ -17,6 +17,7 @@ import torch
 
 from core.data.paths import resolve_data_dir
 from core.data.tasks import split_files
+from core.eval.efficiency import EfficiencySettings, measure_speed, model_size
 from core.eval.gsm8k import Gsm8kSettings, evaluate_gsm8k, gsm8k_files
 from core.eval.multiple_choice import evaluate_tasks, expand_tasks, mean_accuracy
 from core.eval.perplexity import DEFAULT_WINDOW, wikitext2_perplexity, wikitext2_test_files
@@ -33,23 +34,30 @@ def evaluate_model(
     perplexity_window: int | None = DEFAULT_WINDOW,
     perplexity: bool = True,
     gsm8k: bool | Gsm8kSettings = False,
-    efficiency: bool = False,
+    efficiency: bool | EfficiencySettings = False,
     device: str | torch.device | None = None,
     data_dir: Path | None = None,
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Evaluate one model; `tasks` None or empty skips multiple choice, `perplexity_window=None`
-    uses the model's full context, `gsm8k=True` runs GSM8K with default :class:`Gsm8kSettings`."""
+    uses the model's full context, `gsm8k=True` runs GSM8K with default :class:`Gsm8kSettings`, `efficiency=True` counts
+    parameters and FLOPs (metrics) and measures speed and memory (timing) on `device`."""
     data_dir = resolve_data_dir(data_dir)
     target = resolve_device(model, device)
     task_names = expand_tasks(tasks) if tasks else []
+    speed_settings = (
+        efficiency
+        if isinstance(efficiency, EfficiencySettings)
+        else (EfficiencySettings() if efficiency else None)
+    )
     gsm8k_settings = gsm8k if isinstance(gsm8k, Gsm8kSettings) else (Gsm8kSettings() if gsm8k else None)
     settings: dict[str, Any] = {
         "tasks": task_names,
         "limit": limit,
         "perplexity": {"dataset": "wikitext2-raw-test", "window": perplexity_window} if perplexity else None,
         "gsm8k": asdict(gsm8k_settings) if gsm8k_settings else None,
+        "efficiency": asdict(speed_settings) if speed_settings else None,
         "batch_size": batch_size,
         "seed": seed,
         "device_type": target.type,
@@ -86,6 +94,18 @@ def evaluate_model(
         )
         timing["gsm8k_s"] = time.perf_counter() - start
         files += gsm8k_files(gsm8k_settings, data_dir)
+
+    if speed_settings is not None:
+        metrics["efficiency"] = model_size(model, speed_settings.seq_len).to_dict()
+        timing["efficiency"] = measure_speed(
+            model,
+            device=target,
+            seq_len=speed_settings.seq_len,
+            batch_sizes=speed_settings.batch_sizes,
+            repeats=speed_settings.repeats,
+            decode_steps=speed_settings.decode_steps,
+            seed=seed,
+        ).to_dict()
 
     return {
         "metrics": metrics,

@@ -72,6 +72,10 @@ def _accuracy_summary(metrics: Mapping[str, Any]) -> dict[str, float]:
     if mean:
         flat["mean_accuracy.acc"] = mean["acc"]
         flat["mean_accuracy.acc_norm"] = mean["acc_norm"]
+    size = metrics.get("efficiency")
+    if size:
+        flat["parameters"] = size["parameters"]
+        flat["flops_per_token"] = size["flops_per_token"]
     gsm = metrics.get("gsm8k")
     if gsm:
         flat["gsm8k.strict_match"] = gsm["strict_match"]["accuracy"]
@@ -88,8 +92,8 @@ def versus_dense(metrics: Mapping[str, Any], dense: Mapping[str, Any] | None) ->
     for key, value in mine.items():
         if key not in base:
             continue
-        if key == "perplexity":
-            out["perplexity_ratio"] = value / base[key] if base[key] else None
+        if key in ("perplexity", "parameters", "flops_per_token"):
+            out[f"{key}_ratio"] = value / base[key] if base[key] else None
         else:
             out[f"{key}_delta"] = value - base[key]
     return out
