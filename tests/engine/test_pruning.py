@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -102,7 +104,7 @@ def test_trajectory_is_nested() -> None:
     assert len(removed) == len(set(removed)), "a structure was removed twice"
     points = [0.05 * i for i in range(1, 11)]
     states = [trajectory.state_at(s) for s in points]
-    for earlier, later in zip(states, states[1:]):
+    for earlier, later in itertools.pairwise(states):
         for a, b in zip(earlier.layers, later.layers):
             assert set(b.heads) <= set(a.heads)
             assert set(b.channels) <= set(a.channels)

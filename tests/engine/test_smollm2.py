@@ -10,26 +10,31 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from core.assets import smollm2_gguf, smollm2_model_dir
 from core.data.calibration import load_calibration_items
 from core.engine.loading import load_model
 from core.engine.materialize import materialize
 from core.engine.pruner import prune
 from core.pruning_spec import Objective, PruneSettings
-from tests.smollm2 import smollm2_gguf
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="module")
 def smollm2():
-    return load_model(smollm2_gguf())
+    return load_model(smollm2_model_dir())
 
 
-def test_gguf_loads_as_a_plain_llama(smollm2) -> None:
+def test_gguf_loads_as_a_plain_llama() -> None:
+    smollm2 = load_model(smollm2_gguf())
     config = smollm2.model.config
     assert (config.num_hidden_layers, config.num_attention_heads, config.num_key_value_heads) == (30, 9, 3)
     assert not hasattr(config, "quantization_config") or config.quantization_config is None
     assert smollm2.identity["source"] == "gguf" and len(smollm2.identity["weights_sha256"]) == 64
+    imported = load_model(smollm2_model_dir())
+    ids = smollm2.tokenizer("Hello there", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        torch.testing.assert_close(imported.model(ids).logits, smollm2.model(ids).logits)
 
 
 def test_prune_smollm2_and_load_the_checkpoint_with_stock_transformers(smollm2, tmp_path: Path) -> None:
