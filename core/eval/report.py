@@ -146,6 +146,20 @@ def build_report(
     }
 
 
+def evaluations_from_report(report: Mapping[str, Any]) -> dict[float, dict[str, Any]]:
+    """Turn a report back into ``{sparsity: evaluation}`` so another run can be merged with it."""
+    timing = report.get("timing", {})
+    return {
+        float(entry["sparsity"]): {
+            "metrics": entry["metrics"],
+            "timing": timing.get(f"{float(entry['sparsity']):g}", {}),
+            "settings": report["settings"],
+            "dataset_fingerprints": report["dataset_fingerprints"],
+        }
+        for entry in report["results"]
+    }
+
+
 def comparable(report: Mapping[str, Any]) -> dict[str, Any]:
     """The report without its clock-dependent parts: what two identical runs must agree on."""
     return {key: value for key, value in report.items() if key not in NON_DETERMINISTIC_KEYS}
