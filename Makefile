@@ -1,0 +1,30 @@
+# Every target installs what it needs first, so each works on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench-speed bench-quality
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup  ## the main job on the embedded default: SmolLM2-135M, WikiText-2, two sparsities
+	$(VENV)/bin/gisp demo
+
+test: setup  ## the whole test suite against the local PostgreSQL, Redis and a moto S3 server
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench-speed: setup
+	$(PY) benchmarks/engine_speed.py
+
+bench-quality: setup
+	$(PY) benchmarks/quality.py
