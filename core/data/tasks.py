@@ -262,10 +262,8 @@ def calibration_items(
         tasks = calibration_tasks(data_dir)
         if not tasks:
             raise FileNotFoundError("cmqa: no task has a train split on disk")
-        pools = []
-        for task in tasks:
-            pool = calibration_items(task, data_dir, None, seed=rng.randrange(2**31))
-            pools.append(pool)
+        # a task contributes at most `limit` items, so each pool stops there (same mix, less work)
+        pools = [calibration_items(task, data_dir, limit, seed=rng.randrange(2**31)) for task in tasks]
         mixed: list[dict[str, Any]] = []
         for position in range(max(len(pool) for pool in pools)):
             for pool in pools:
@@ -276,11 +274,11 @@ def calibration_items(
         return mixed
 
     _check_task(name)
-    items = load_task(name, CALIBRATION_SPLIT, data_dir)
-    order = list(range(len(items)))
+    records = _records(name, CALIBRATION_SPLIT, resolve_data_dir(data_dir))
+    order = list(range(len(records)))
     rng.shuffle(order)
     if limit is not None:
         order = order[: max(0, limit)]
     if name == "gsm8k":
-        return [_gsm8k_calibration(items[i]) for i in order]  # type: ignore[arg-type]
-    return [items[i].as_prompt_choices() for i in order]  # type: ignore[union-attr]
+        return [_gsm8k_calibration(format_gsm8k(records[i], i)) for i in order]
+    return [format_record(name, records[i], i).as_prompt_choices() for i in order]

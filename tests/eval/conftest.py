@@ -7,6 +7,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+# tiny models gain nothing from intra-op threads, and several test processes may share the cores
+torch.set_num_threads(1)
+
 SENTENCES = [
     "Question: Which factor will most likely cause a person to develop a fever?\nAnswer: a bacterial population",
     "Sarah was a much better surgeon than Maria so Maria always got the harder cases.",
