@@ -43,7 +43,8 @@ def revoke_api_key(*, session: Session, key: str) -> bool:
 
 def authenticate(*, session: Session, key: str) -> Tenant | None:
     """The tenant owning an active key, or None (unknown and revoked keys look the same to the caller)."""
-    record = session.scalar(
-        select(ApiKey).where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
+    return session.scalar(
+        select(Tenant)
+        .join(ApiKey, ApiKey.tenant_id == Tenant.id)
+        .where(ApiKey.key_hash == hash_api_key(key), ApiKey.revoked_at.is_(None))
     )
-    return None if record is None else session.get(Tenant, record.tenant_id)
