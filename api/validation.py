@@ -5,16 +5,11 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from api.errors import APIError
-from core.data.calibration import NAMED_ANSWER_SETS, NAMED_TEXT_SETS
 from core.jobs.calibration_sets import get_calibration_set
-from core.jobs.references import resolve_local_model
-from core.pruning_spec import Objective, PruneSettings
+from core.jobs.references import check_named_set, resolve_local_model
+from core.pruning_spec import PruneSettings
 from core.schemas.jobs import JobCreate, SpecError
 from core.settings import Settings
-
-_NAMED_SET_OBJECTIVE = {name: Objective.perplexity for name in NAMED_TEXT_SETS} | {
-    name: Objective.answer for name in NAMED_ANSWER_SETS
-}
 
 
 def invalid(field: str, message: str, code: str = "validation_error") -> APIError:
@@ -52,12 +47,6 @@ def validate_job_request(
                 "calibration.set_id",
                 f"this set was uploaded for objective '{record.objective}', not '{job_in.objective.value}'",
             )
-    elif (
-        calibration.name in _NAMED_SET_OBJECTIVE
-        and _NAMED_SET_OBJECTIVE[calibration.name] != job_in.objective
-    ):
-        expected = _NAMED_SET_OBJECTIVE[calibration.name].value
-        raise invalid(
-            "calibration.name", f"named set '{calibration.name}' is calibration for objective '{expected}'"
-        )
+    elif calibration.name is not None and (problem := check_named_set(calibration.name, job_in.objective)):
+        raise invalid("calibration.name", problem)
     return prune_settings

@@ -26,6 +26,7 @@ from core.db.models import CalibrationSet, Job
 from core.db.session import session_scope
 from core.errors import UserInputError
 from core.jobs import crud
+from core.jobs.references import check_named_set
 from core.jobs.states import JobStatus
 from core.schemas.jobs import JobCreate, SpecError
 from core.settings import Settings
@@ -161,6 +162,9 @@ class JobRun:
     def _calibration_items(self) -> list[Any]:
         calibration = self.spec.calibration
         if calibration.name is not None:
+            problem = check_named_set(calibration.name, self.spec.objective)
+            if problem:
+                raise UserInputError(problem, field="calibration.name", code="invalid_calibration")
             return engine_runner.calibration_items(
                 calibration.name, self.spec.objective, self.settings, self.spec.seed
             )

@@ -16,9 +16,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:
+    import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = {"succeeded", "failed", "cancelled"}
@@ -34,6 +35,8 @@ class ServiceError(Exception):
 
 class ServiceClient:
     def __init__(self, url: str, api_key: str | None, *, timeout: float = 30.0) -> None:
+        import httpx  # imported here so that `gisp prune` and friends do not pay for it
+
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
 
@@ -222,6 +225,8 @@ def _guarded(handler):  # type: ignore[no-untyped-def]
     """Turn server errors and unreachable servers into one line on stderr and exit status 2."""
 
     def run(args: argparse.Namespace) -> int:
+        import httpx
+
         try:
             return handler(args)
         except ServiceError as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.pruning_spec import Objective
+
 
 def resolve_local_model(models_dir: Path, name: str) -> Path | None:
     """``local/<name>`` as a folder or ``<name>.gguf`` inside models_dir, or None when absent.
@@ -17,4 +19,29 @@ def resolve_local_model(models_dir: Path, name: str) -> Path | None:
     for candidate in (root / name, root / f"{name}.gguf"):
         if candidate.exists():
             return candidate
+    return None
+
+
+def named_calibration_sets() -> dict[str, Objective]:
+    """Every named calibration set the engine knows, with the objective it calibrates.
+
+    A name outside this list is refused before it reaches the engine, whose loader would otherwise treat an
+    unknown name as a file path relative to the worker's working directory.
+    """
+    from core.data.calibration import NAMED_ANSWER_SETS, NAMED_TEXT_SETS
+    from core.data.tasks import CMQA, CMQA_TASKS
+
+    sets = {name: Objective.perplexity for name in NAMED_TEXT_SETS}
+    sets |= {name: Objective.answer for name in NAMED_ANSWER_SETS}
+    sets |= {name: Objective.margin for name in (CMQA, *CMQA_TASKS)}
+    return sets
+
+
+def check_named_set(name: str, objective: Objective) -> str | None:
+    """None when ``name`` is a known set for ``objective``, else the reason it cannot be used."""
+    sets = named_calibration_sets()
+    if name not in sets:
+        return f"unknown named set '{name}'; known: {', '.join(sorted(sets))}"
+    if sets[name] is not objective:
+        return f"named set '{name}' is calibration for objective '{sets[name].value}'"
     return None

@@ -207,3 +207,23 @@ def test_api_never_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_broker_down_answers_503_and_fails_the_job(service_settings, make_key, tiny_model: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    from tests.conftest import free_port
+
+    down = service_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    client = TestClient(create_app(down), headers={"Authorization": f"Bearer {make_key('no-broker')}"})
+    body = {"model": tiny_model, "calibration": {"name": "wikitext2"}, "sparsities": [0.2]}
+    answer = client.post("/v1/jobs", json=body)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "broker_unavailable"
+    (job,) = client.get("/v1/jobs").json()["data"]
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "broker_unavailable"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["broker"].startswith("unavailable")

@@ -60,6 +60,7 @@ CASES = [
     (_with("calibration.name", "../../etc/passwd"), "calibration.name"),
     (_with("calibration.set_id", "cal_" + "0" * 32), "calibration"),  # both name and set_id
     (_with("calibration.name", "gsm8k"), "calibration.name"),  # answer set for a perplexity job
+    (_with("calibration.name", "pyproject.toml"), "calibration.name"),  # not a set: never a file path
     (_with("protected_layers", [-1]), "protected_layers"),
     (_with("evaluations", ["bad name!"]), "evaluations"),
     (_with("metadata", {"blob": "x" * 10000}), "metadata"),
