@@ -7,6 +7,7 @@ per-sparsity input of :func:`core.eval.report.build_report`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -40,9 +41,13 @@ def evaluate_model(
     batch_size: int = 16,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate one model; `tasks` None or empty skips multiple choice, `perplexity_window=None`
-    uses the model's full context, `gsm8k=True` runs GSM8K with default :class:`Gsm8kSettings`, `efficiency=True` counts
-    parameters and FLOPs (metrics) and measures speed and memory (timing) on `device`."""
+    """Evaluate one model and return ``{"metrics", "timing", "settings", "dataset_fingerprints"}``.
+
+    `tasks` None or empty skips multiple choice; `perplexity_window=None` uses the model's full
+    context; `gsm8k=True` runs GSM8K with default :class:`Gsm8kSettings`; `efficiency=True` counts
+    parameters and FLOPs (metrics) and measures speed and memory (timing) on `device`. The result
+    holds only JSON types, so it compares equal to a report read back from disk.
+    """
     data_dir = resolve_data_dir(data_dir)
     target = resolve_device(model, device)
     task_names = expand_tasks(tasks) if tasks else []
@@ -107,12 +112,13 @@ def evaluate_model(
             seed=seed,
         ).to_dict()
 
-    return {
+    evaluation = {
         "metrics": metrics,
         "timing": timing,
         "settings": settings,
         "dataset_fingerprints": dataset_fingerprints(files, data_dir),
     }
+    return json.loads(json.dumps(evaluation))  # tuples -> lists, as after a round trip through a file
 
 
 def _task_entry(result: Any) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import torch
 
 from core.eval import build_report, evaluate_model
@@ -64,6 +66,8 @@ def test_cpu_peak_memory_sees_a_large_tensor() -> None:
 def test_efficiency_lands_in_metrics_and_timing(model, tokenizer) -> None:
     settings = EfficiencySettings(seq_len=8, batch_sizes=(1,), repeats=1, decode_steps=1)
     evaluation = evaluate_model(model, tokenizer, tasks=None, perplexity=False, efficiency=settings)
+    assert evaluation == json.loads(json.dumps(evaluation))  # mergeable with a report read from disk
+    assert evaluation["settings"]["efficiency"]["batch_sizes"] == [1]
     assert evaluation["metrics"]["efficiency"]["flops_seq_len"] == 8
     assert "prefill_latency_ms" in evaluation["timing"]["efficiency"]
     assert "prefill_latency_ms" not in evaluation["metrics"]["efficiency"]
