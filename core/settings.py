@@ -63,7 +63,10 @@ class Settings(BaseSettings):
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
     materialize_time_limit_s: int = Field(3600, ge=1)
-    max_retries: int = Field(5, ge=0)
+    max_retries: int = Field(5, ge=0, description="retries of a task after transient storage/db failures")
+    max_attempts: int = Field(
+        5, ge=1, description="claims of one job (crashes included) before it fails instead of resuming again"
+    )
     retry_backoff_s: float = Field(5.0, ge=0.0)
     retry_backoff_max_s: float = Field(300.0, ge=0.0)
     heartbeat_interval_s: float = Field(10.0, gt=0.0)

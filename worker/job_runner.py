@@ -86,6 +86,14 @@ class JobRun:
                 job.attempt,
             )
         logger.info("job %s claimed (attempt %d)", self.job_id, attempt)
+        if attempt > self.settings.max_attempts:
+            # A job that keeps killing its worker (out of memory, a crashing kernel) must not loop forever.
+            return self._finish(
+                JobStatus.failed,
+                "worker_lost_repeatedly",
+                f"the job's worker died {attempt - 1} times; it was not resumed again",
+                None,
+            )
         self.heartbeat = Heartbeat(self.settings, self.job_id, self.lease)
         self.heartbeat.start()
         try:

@@ -91,3 +91,18 @@ def test_claims_are_exclusive_and_the_reaper_requeues_stale_jobs(service_setting
         new_lease = crud.claim_job(session=session, job_id=job_id, worker_id="b", stale_after_s=60)
     assert new_lease and new_lease != lease
     assert _job(service_settings, job_id).attempt == 2
+
+
+def test_a_job_that_keeps_killing_its_worker_fails(service_settings, tiny_model: str) -> None:
+    from sqlalchemy import update
+
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from worker import job_runner
+
+    job_id = _queued_job(service_settings, "crash-loop", tiny_model)
+    with session_scope(service_settings) as session:
+        session.execute(update(Job).where(Job.id == job_id).values(attempt=service_settings.max_attempts))
+    outcome = job_runner.JobRun(service_settings, job_id, "test-worker").execute()
+    assert outcome.status == "failed"
+    assert _job(service_settings, job_id).error_code == "worker_lost_repeatedly"
