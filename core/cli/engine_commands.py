@@ -122,7 +122,8 @@ def run_prune(args: argparse.Namespace) -> int:
         )
         manifest = json.loads((path / "gisp_manifest.json").read_text())
         print(
-            f"{path}: sparsity {manifest['sparsity']:.4f} (decoder), "
+            f"{path}: sparsity {manifest['sparsity']:.4f} (decoder parameters), "
+            f"structure ratio {manifest['structure_ratio']:.4f}, "
             f"{manifest['parameters'] / 1e6:.2f}M of {manifest['dense_parameters'] / 1e6:.2f}M parameters"
         )
     return 0
