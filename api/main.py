@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, FastAPI
 
 from api.errors import install_error_handlers
+from api.limits import UploadSizeLimit
 from api.metrics import install_metrics
 from api.routes import calibration_sets, checkpoints, health, jobs
 from core.settings import Settings, get_settings
@@ -33,5 +34,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(checkpoints.router)
     v1.include_router(calibration_sets.router)
     app.include_router(v1)
+    app.add_middleware(
+        UploadSizeLimit, max_bytes=settings.max_upload_bytes, paths=(f"{API_PREFIX}/calibration-sets",)
+    )
     app.include_router(health.router)
     return app

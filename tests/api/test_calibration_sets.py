@@ -102,6 +102,14 @@ def test_size_limit(app, make_key, service_settings) -> None:
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
     assert upload(client, b"tiny text").status_code == 201
+    # Far too large: refused from its Content-Length, before the body is parsed.
+    early = upload(client, b"x" * 200_000)
+    assert early.status_code == 413
+    assert early.json()["error"] == {
+        "code": "payload_too_large",
+        "message": "the upload exceeds 100 bytes",
+        "field": "file",
+    }
 
 
 def test_missing_file_and_bad_objective(client_factory) -> None:
