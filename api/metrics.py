@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.db.models import Job
 from core.db.session import session_factory
@@ -34,14 +35,42 @@ class JobsByStatus(Collector):
         yield family
 
 
-def _template(request: Request) -> str:
+def _template(scope: Scope) -> str:
     """The route's template (ids replaced by their parameter names), so label cardinality stays bounded."""
-    if request.scope.get("route") is None:
+    if scope.get("route") is None:
         return "unmatched"
-    path = request.url.path
-    for name, value in request.path_params.items():
+    path: str = scope["path"]
+    for name, value in scope.get("path_params", {}).items():
         path = path.replace(f"/{value}", f"/{{{name}}}", 1)
     return path
+
+
+class RequestMetrics:
+    """Pure ASGI middleware (BaseHTTPMiddleware would add a task group and a stream copy to every request)."""
+
+    def __init__(self, app: ASGIApp, *, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            template = _template(scope)
+            self.latency.labels(scope["method"], template).observe(time.perf_counter() - started)
+            self.requests.labels(scope["method"], template, str(status[0])).inc()
 
 
 def install_metrics(app: FastAPI, settings: Settings) -> CollectorRegistry:
@@ -57,14 +86,5 @@ def install_metrics(app: FastAPI, settings: Settings) -> CollectorRegistry:
         registry=registry,
     )
     registry.register(JobsByStatus(settings))
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        template = _template(request)
-        latency.labels(request.method, template).observe(time.perf_counter() - started)
-        requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestMetrics, requests=requests, latency=latency)
     return registry

@@ -108,9 +108,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS)
-def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
     """Status, progress (step, loss, ETA), error and checkpoints of one job."""
-    return job_public(load_job(session, tenant.id, job_id))
+    # The hottest route (clients poll it): serialised once here rather than re-validated by FastAPI.
+    return Response(
+        job_public(load_job(session, tenant.id, job_id)).model_dump_json(), media_type="application/json"
+    )
 
 
 @router.get("/{job_id}/events", response_model=EventsPublic, responses=ERRORS)
