@@ -51,7 +51,9 @@ class Settings(BaseSettings):
 
     # Inputs: where models and named calibration sets may be found, and what may be accepted.
     models_dir: Path = Path("./models")
-    data_dir: Path = Path("./data")
+    data_dir: Path | None = Field(
+        None, description="named calibration/evaluation sets; unset: the engine's default (shared/datasets)"
+    )
     allow_hub_models: bool = False
     allow_remote_code: bool = False
     max_upload_bytes: int = Field(50 * 1024**2, ge=1)

@@ -168,13 +168,13 @@ def embedded_environment(state_dir: Path, broker: str) -> dict[str, str]:
         "GISP_BROKER_URL": redis_url if use_redis else "filesystem://",
         "GISP_BROKER_DIR": str(state / "broker"),
         "GISP_MODELS_DIR": str(Path("models").resolve()),
-        "GISP_DATA_DIR": str(Path("data").resolve()),
     }
     if use_redis:
         # One embedded instance must not take another's tasks from a shared Redis.
         digest = hashlib.sha256(str(state).encode()).hexdigest()[:10]
         defaults["GISP_TASK_QUEUE"] = f"gisp-embedded-{digest}"
     env = {key: os.environ.get(key, value) for key, value in defaults.items()}
+    # GISP_DATA_DIR is left alone: unset, the engine's default folder of datasets applies.
     if not use_redis:
         env["GISP_BROKER_URL"] = "filesystem://"
     return env
