@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -13,6 +14,7 @@ from api.errors import APIError
 from api.routes.jobs import ERRORS, load_job
 from api.serializers import checkpoint_public
 from api.tar_stream import Member, TarStream
+from core.db.base import utcnow
 from core.db.models import Artifact, Job
 from core.jobs import crud
 from core.jobs.states import CheckpointStatus, JobStatus
@@ -107,6 +109,12 @@ def download_checkpoint(
             field="sparsity",
         )
     if state is not CheckpointStatus.ready:
+        # A materialisation whose worker died is asked for again once it has outlived its time limit.
+        overdue = utcnow() - timedelta(seconds=settings.materialize_time_limit_s + 60)
+        if not checkpoint.is_target and checkpoint.updated_at < overdue:
+            checkpoint.updated_at = utcnow()
+            session.commit()
+            enqueue_materialize(settings, job.id, checkpoint.label)
         pending = CheckpointPending(sparsity=checkpoint.sparsity, label=checkpoint.label, status=state.value)
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
