@@ -106,3 +106,19 @@ def test_a_job_that_keeps_killing_its_worker_fails(service_settings, tiny_model:
     outcome = job_runner.JobRun(service_settings, job_id, "test-worker").execute()
     assert outcome.status == "failed"
     assert _job(service_settings, job_id).error_code == "worker_lost_repeatedly"
+
+
+def test_maintenance_worker_needs_no_torch() -> None:
+    """The reaper's worker runs from the API image, which has no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'transformers', 'matplotlib'): sys.modules[name] = None\n"
+        "import worker.tasks\n"
+        "from worker import engine_runner\n"
+        "engine_runner.preload()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
