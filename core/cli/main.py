@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "core.cli.engine_commands",
     "core.cli.eval_command",
     "core.cli.service_commands",
+    "core.cli.demo_command",
 )
 
 
