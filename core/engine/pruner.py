@@ -82,7 +82,20 @@ def prune(
         _check_resumable(resume, settings, loaded, items, schedule)
 
     working = to_gisp_model(base, copy=not physical)
+    if settings.method in importance.NEEDS_GRADIENTS:
+        importance.prepare_for_gradients(working)
+    else:
+        working.requires_grad_(False)
+    iterative = settings.method is Method.gisp
     state = PruningState.dense(geometry)
+    one_shot: list[Ranked] | None = None
+    scoring_seconds = 0.0
+    if not iterative:  # scored once, on the dense model, also when resuming
+        started = time.perf_counter()
+        one_shot, dense_loss = _score(
+            working, state, geometry, settings, pool.batches(0), trajectory, physical
+        )
+        scoring_seconds = time.perf_counter() - started
     target = trajectory.state_after_steps(len(trajectory.steps))
     if physical:
         slice_model(working, state, target)
@@ -90,27 +103,21 @@ def prune(
     mask = None if physical else _Mask(working, geometry)
     if mask is not None:
         mask.apply(state)
-    if settings.method in importance.NEEDS_GRADIENTS:
-        importance.prepare_for_gradients(working)
-    else:
-        working.requires_grad_(False)
 
-    reused: list[Ranked] | None = None
     bar = tqdm(total=len(schedule), initial=len(trajectory.steps), disable=not progress, unit="step")
     try:
         for step in range(len(trajectory.steps), len(schedule)):
             if should_stop is not None and should_stop():
                 break
             started = time.perf_counter()
-            iterative = settings.method is Method.gisp
-            batches = pool.batches(step if iterative else 0)
-            if reused is None or iterative:
-                ranked, loss = _score(working, state, geometry, settings, batches, trajectory, physical)
-                if not iterative:
-                    reused = ranked
+            if one_shot is None:
+                ranked, loss = _score(
+                    working, state, geometry, settings, pool.batches(step), trajectory, physical
+                )
             else:
-                ranked = [r for r in reused if state.is_alive(r.structure)]
-                loss = importance.calibration_loss(working, batches)
+                ranked = [r for r in one_shot if state.is_alive(r.structure)]
+                loss = dense_loss if step == 0 else importance.calibration_loss(working, pool.batches(0))
+                started -= scoring_seconds if step == 0 else 0.0
             new_state, removed, threshold = _select(state, ranked, eligible, schedule[step])
             if physical:
                 slice_model(working, state, new_state)

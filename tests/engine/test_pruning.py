@@ -152,10 +152,12 @@ def test_gisp_prunes_layers_unevenly_and_differs_from_one_shot() -> None:
     assert iterative.removal_sequence != one_shot.removal_sequence
 
 
-def test_runs_are_deterministic_and_resume_equals_uninterrupted() -> None:
+@pytest.mark.parametrize("method", [Method.gisp, Method.flap, Method.gisp_oneshot])
+def test_runs_are_deterministic_and_resume_equals_uninterrupted(method: Method) -> None:
     loaded = build_loaded("llama")
-    full = prune(loaded, ITEMS, settings())
-    again = prune(loaded, ITEMS, settings())
+    run_settings = settings(method=method, sparsities=[0.1, 0.2, 0.4])
+    full = prune(loaded, ITEMS, run_settings)
+    again = prune(loaded, ITEMS, run_settings)
     assert [(s.removed, s.loss, s.threshold) for s in again.steps] == [
         (s.removed, s.loss, s.threshold) for s in full.steps
     ]
@@ -166,11 +168,12 @@ def test_runs_are_deterministic_and_resume_equals_uninterrupted() -> None:
         calls["n"] += 1
         return calls["n"] > 2
 
-    partial = prune(loaded, ITEMS, settings(), should_stop=stop_after_two)
+    partial = prune(loaded, ITEMS, run_settings, should_stop=stop_after_two)
     assert len(partial.steps) == 2 and not partial.is_complete
-    resumed = prune(loaded, ITEMS, settings(), resume=type(partial).from_json(partial.to_json()))
+    resumed = prune(loaded, ITEMS, run_settings, resume=type(partial).from_json(partial.to_json()))
     assert [(s.removed, s.loss) for s in resumed.steps] == [(s.removed, s.loss) for s in full.steps]
     assert resumed.survivor_scores == full.survivor_scores
+    assert resumed.compensation == full.compensation
 
 
 def test_base_model_is_left_untouched() -> None:
