@@ -220,7 +220,7 @@ def service_env(database_url: str, s3_endpoint: str, service_dirs: dict[str, Pat
         "GISP_MODELS_DIR": str(service_dirs["models"]),
         "GISP_DATA_DIR": str(service_dirs["data"]),
         "GISP_HEARTBEAT_INTERVAL_S": "0.5",
-        "GISP_STALE_AFTER_S": "3",
+        "GISP_STALE_AFTER_S": "4",
         "GISP_REAPER_INTERVAL_S": "1",
         "GISP_RETRY_BACKOFF_S": "0.5",
         "GISP_MAX_RETRIES": "3",
