@@ -90,6 +90,10 @@ class Storage(Protocol):
         """Raise StorageError when the store is not usable (readiness probe)."""
         ...
 
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        """A time-limited GET URL for the object, or None when the store cannot make one."""
+        ...
+
 
 class LocalStorage:
     """Objects as files under one folder; writes are atomic renames so readers never see half a file."""
@@ -170,6 +174,9 @@ class LocalStorage:
     def check(self) -> None:
         if not os.access(self.root, os.W_OK):
             raise StorageError(f"{self.root} is not writable")
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return None
 
 
 class S3Storage:
@@ -292,6 +299,14 @@ class S3Storage:
 
     def check(self) -> None:
         self._call(self.client.head_bucket, Bucket=self.bucket)
+
+    def presigned_url(self, key: str, expires_s: int) -> str | None:
+        return self._call(
+            self.client.generate_presigned_url,
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": key},
+            ExpiresIn=expires_s,
+        )
 
 
 _STORAGES: dict[tuple[str, str, str], Storage] = {}

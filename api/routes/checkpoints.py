@@ -19,7 +19,14 @@ from core.db.models import Artifact, Job
 from core.jobs import crud
 from core.jobs.states import CheckpointStatus, JobStatus
 from core.schemas.errors import ErrorBody
-from core.schemas.jobs import CheckpointPending, CheckpointsPublic, JobCreate, SparsityRange
+from core.schemas.jobs import (
+    CheckpointFile,
+    CheckpointFiles,
+    CheckpointPending,
+    CheckpointsPublic,
+    JobCreate,
+    SparsityRange,
+)
 from core.storage import ObjectNotFound, StorageError, report_key
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
@@ -27,6 +34,7 @@ router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
 _SPARSITY_RE = re.compile(r"^0?\.\d{1,6}$")
 _REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)$")
 EPSILON = 1e-6
+PRESIGN_SECONDS = 3600
 
 
 def _parse_sparsity(text: str) -> float:
@@ -134,6 +142,51 @@ def download_checkpoint(
             "Content-Length": str(stream.length),
             "Content-Disposition": f'attachment; filename="{folder}.tar"',
         },
+    )
+
+
+@router.get(
+    "/checkpoints/{sparsity}/files",
+    response_model=CheckpointFiles,
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "not ready, or the store cannot presign"}},
+)
+def checkpoint_files(
+    job_id: str,
+    sparsity: str,
+    session: SessionDep,
+    storage: StorageDep,
+    tenant: CurrentTenant,
+) -> CheckpointFiles:
+    """Presigned URLs of a ready checkpoint's files, with their sha256 (S3 stores only)."""
+    value = _parse_sparsity(sparsity)
+    job = load_job(session, tenant.id, job_id)
+    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value)
+    if checkpoint is None or checkpoint.status != CheckpointStatus.ready.value:
+        raise APIError(
+            409,
+            "checkpoint_not_ready",
+            "the checkpoint is not materialised; GET /checkpoints/{sparsity} asks for it",
+            field="sparsity",
+        )
+    files = []
+    for artifact in checkpoint.artifacts:
+        try:
+            url = storage.presigned_url(artifact.key, PRESIGN_SECONDS)
+        except StorageError:
+            raise APIError(503, "storage_unavailable", "object storage is unreachable; try again") from None
+        if url is None:
+            raise APIError(
+                409,
+                "presign_unsupported",
+                "this server's store has no direct links; download the tar archive",
+            )
+        files.append(
+            CheckpointFile(
+                name=artifact.name, sha256=artifact.sha256, size_bytes=artifact.size_bytes, url=url
+            )
+        )
+    return CheckpointFiles(
+        sparsity=checkpoint.sparsity, label=checkpoint.label, expires_in_seconds=PRESIGN_SECONDS, files=files
     )
 
 

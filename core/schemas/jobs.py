@@ -248,6 +248,22 @@ class CheckpointsPublic(BaseModel):
     trajectory_range: SparsityRange | None = None
 
 
+class CheckpointFile(BaseModel):
+    name: str
+    sha256: str
+    size_bytes: int
+    url: str = Field(..., description="presigned GET URL, valid for expires_in_seconds")
+
+
+class CheckpointFiles(BaseModel):
+    """Direct links into object storage, for checkpoints too large to stream through the API."""
+
+    sparsity: float
+    label: str
+    expires_in_seconds: int
+    files: list[CheckpointFile]
+
+
 class CheckpointPending(BaseModel):
     """Answer (202) while a checkpoint is being materialised: poll the same URL again."""
 

@@ -7,6 +7,7 @@ import io
 import tarfile
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import calibration_text, wait_until
@@ -86,6 +87,12 @@ def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path)
         logits = model(ids).logits
     assert logits.shape[-1] == model.config.vocab_size
     assert torch.isfinite(logits).all()
+
+    direct = client.get(f"/v1/jobs/{job['id']}/checkpoints/0.3/files").json()
+    assert {f["name"] for f in direct["files"]} >= {"config.json", "model.safetensors"}
+    weights = next(f for f in direct["files"] if f["name"] == "model.safetensors")
+    fetched = httpx.get(weights["url"], timeout=30)
+    assert hashlib.sha256(fetched.content).hexdigest() == weights["sha256"]
 
     report = client.get(f"/v1/jobs/{job['id']}/report")
     assert report.status_code == 200
