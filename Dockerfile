@@ -37,6 +37,8 @@ CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port
 FROM runtime AS worker
 COPY --from=worker-build /venv /venv
 COPY --from=source /app /app
+# Exists (owned by gisp) in the image, so a named volume mounted here inherits a writable owner.
+RUN mkdir -p /home/gisp/.cache/huggingface && chown -R gisp:gisp /home/gisp/.cache
 USER gisp
 ENV GISP_WORKER_DEVICE=cuda HF_HOME=/home/gisp/.cache/huggingface
 CMD ["gisp", "worker", "--concurrency", "1"]
