@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from core.db.base import new_id, utcnow
 from core.db.models import Artifact, Checkpoint, Job, JobEvent
@@ -94,7 +94,11 @@ def _job_by_key(*, session: Session, tenant_id: str, idempotency_key: str) -> Jo
 
 
 def get_job(*, session: Session, tenant_id: str, job_id: str) -> Job | None:
-    return session.scalar(select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id))
+    """The tenant's job with its checkpoints, in one query (this is what status polls run)."""
+    query = (
+        select(Job).where(Job.id == job_id, Job.tenant_id == tenant_id).options(joinedload(Job.checkpoints))
+    )
+    return session.scalars(query).unique().one_or_none()
 
 
 def encode_cursor(created_at: datetime, job_id: str) -> str:
