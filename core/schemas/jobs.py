@@ -81,9 +81,9 @@ class CalibrationRef(BaseModel):
 
     name: str | None = Field(None, examples=["wikitext2"])
     set_id: str | None = Field(None, examples=["cal_0123456789abcdef0123456789abcdef"])
-    samples: int = Field(32, description="calibration sequences per step")
-    seq_len: int = Field(128, description="tokens per calibration sequence")
-    batch_size: int = Field(8, description="sequences per micro-batch")
+    samples: int | None = Field(None, description="calibration sequences per step (engine default)")
+    seq_len: int | None = Field(None, description="tokens per calibration sequence (engine default)")
+    batch_size: int | None = Field(None, description="sequences per micro-batch (engine default)")
 
     @field_validator("name")
     @classmethod
@@ -121,8 +121,8 @@ class JobCreate(BaseModel):
     sparsities: list[float] = Field(..., min_length=1, max_length=64, examples=[[0.2, 0.4]])
     steps: int | None = Field(None, description="iterative steps up to the largest target (engine default)")
     layout: Layout = Layout.nonuniform
-    schedule: Schedule = Schedule.linear
-    normalization: Normalization = Normalization.params
+    schedule: Schedule | None = Field(None, description="linear or cosine (engine default)")
+    normalization: Normalization | None = Field(None, description="params or reference (engine default)")
     protected_layers: list[int] | None = None
     seed: int = 0
     evaluations: list[str] = Field(default_factory=list, max_length=16, examples=[["perplexity"]])
@@ -154,16 +154,18 @@ class JobCreate(BaseModel):
             "method": self.method,
             "objective": self.objective,
             "sparsities": self.sparsities,
+            "protected_layers": self.protected_layers,
+            "seed": self.seed,
+        }
+        optional = {
+            "steps": self.steps,
             "schedule": self.schedule,
             "normalization": self.normalization,
-            "protected_layers": self.protected_layers,
             "samples": self.calibration.samples,
             "seq_len": self.calibration.seq_len,
             "batch_size": self.calibration.batch_size,
-            "seed": self.seed,
         }
-        if self.steps is not None:
-            values["steps"] = self.steps
+        values.update({name: value for name, value in optional.items() if value is not None})  # else engine's
         try:
             return PruneSettings(**values)
         except ValidationError as error:
