@@ -110,13 +110,19 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def worker_command(
-    queue: str, *, concurrency: int, beat: bool, schedule: Path | None, maintenance_only: bool
+    queue: str,
+    *,
+    concurrency: int,
+    beat: bool,
+    schedule: Path | None,
+    maintenance_only: bool,
+    loglevel: str = "INFO",
 ) -> list[str]:
     queues = f"{queue}.maintenance" if maintenance_only else f"{queue},{queue}.maintenance"
     command = [
         sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
         "-Q", queues, "-c", str(concurrency), "-P", "prefork",
-        "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        "--without-mingle", "--without-gossip", "--loglevel", loglevel,
     ]  # fmt: skip
     if beat:
         # The schedule file must be writable: the images run as a non-root user in a read-only /app.
@@ -218,6 +224,7 @@ def run_serve(args: argparse.Namespace) -> int:
             beat=True,
             schedule=args.state_dir.resolve() / "beat-schedule",
             maintenance_only=False,
+            loglevel="WARNING",  # one machine, one terminal: job progress shows through the API instead
         )
         worker = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
         broker = "redis" if settings.broker_url.startswith("redis") else "filesystem"
