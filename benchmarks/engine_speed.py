@@ -119,21 +119,18 @@ def measure_latency(args: argparse.Namespace) -> dict:
     pruned = pruned_model(loaded, trajectory, trajectory.state_at(0.5)).eval()
     ids = torch.randint(0, loaded.model.config.vocab_size, (1, 128))
 
-    def latency(model: torch.nn.Module) -> list[float]:
-        times = []
-        with torch.no_grad():
-            for _ in range(3):
-                model(input_ids=ids, use_cache=False)
-            for _ in range(15):
-                started = time.perf_counter()
-                model(input_ids=ids, use_cache=False)
-                times.append(time.perf_counter() - started)
-        return times
+    @torch.no_grad()
+    def once(model: torch.nn.Module) -> float:
+        started = time.perf_counter()
+        model(input_ids=ids, use_cache=False)
+        return time.perf_counter() - started
 
+    for model in (loaded.model, pruned):
+        once(model), once(model)  # warm-up
     dense_times, pruned_times = [], []
-    for _ in range(2):  # interleave so drift hits both alike
-        dense_times += latency(loaded.model)
-        pruned_times += latency(pruned)
+    for _ in range(args.latency_repeats):  # alternate call by call, so load spikes hit both alike
+        dense_times.append(once(loaded.model))
+        pruned_times.append(once(pruned))
     return {
         "dense_seconds": dense_times,
         "pruned_seconds": pruned_times,
@@ -169,10 +166,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--run-steps", type=int, default=10)
+    parser.add_argument("--latency-repeats", type=int, default=40)
+    parser.add_argument("--threads", type=int, help="torch threads (1 is steadier on a shared machine)")
     parser.add_argument("--measure", choices=sorted(MEASUREMENTS))
     parser.add_argument("--only", default="step,run,latency", help="which comparisons to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.measure:
         print(json.dumps(MEASUREMENTS[args.measure](args)))
         return
