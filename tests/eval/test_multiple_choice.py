@@ -54,7 +54,9 @@ def reference_loglikelihood(model, tokenizer, context: str, continuation: str) -
 
 def reference_choices(model, tokenizer, item: MultipleChoiceItem) -> tuple[list[float], int, int]:
     contexts = item.contexts or [item.prompt] * len(item.choices)
-    lls = [reference_loglikelihood(model, tokenizer, c, x) for c, x in zip(contexts, item.choices, strict=True)]
+    lls = [
+        reference_loglikelihood(model, tokenizer, c, x) for c, x in zip(contexts, item.choices, strict=True)
+    ]
     lengths = [len(choice.removeprefix(" ")) for choice in item.choices]
     chosen = max(range(len(lls)), key=lambda i: (lls[i], -i))
     chosen_norm = max(range(len(lls)), key=lambda i: (lls[i] / lengths[i], -i))
@@ -75,7 +77,9 @@ def synthetic_items() -> list[MultipleChoiceItem]:
     return [
         MultipleChoiceItem("Is the sun hot?\nAnswer: ", ["yes", "no"], 0, "synthetic", "trailing-space"),
         MultipleChoiceItem("", [" The sun", " A roof"], 1, "synthetic", "empty-context"),
-        MultipleChoiceItem("Question: why?\nAnswer:", [" a", " a bacterial population", " 1,600"], 1, "s", "x"),
+        MultipleChoiceItem(
+            "Question: why?\nAnswer:", [" a", " a bacterial population", " 1,600"], 1, "s", "x"
+        ),
     ]
 
 
