@@ -62,6 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads", type=int, help="torch CPU threads; 1 is often faster on a shared or small machine"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -175,6 +178,12 @@ def run(args: argparse.Namespace) -> int:
     sparsity = args.sparsity if args.sparsity is not None else float((manifest or {}).get("sparsity", 0.0))
     baseline = evaluations_from_report(read_report(args.baseline)) if args.baseline else {}
 
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise UserInputError("must be at least 1", field="--threads")
+        torch.set_num_threads(args.threads)
     model, tokenizer = _load(path, dtype=args.dtype, device=args.device)
     try:
         evaluation = evaluate_model(

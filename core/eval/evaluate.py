@@ -69,7 +69,7 @@ def evaluate_model(
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
     }
     metrics: dict[str, Any] = {}
-    timing: dict[str, Any] = {}
+    timing: dict[str, Any] = {"torch_threads": torch.get_num_threads()}
     files: list[Path] = []
 
     if perplexity:

@@ -82,7 +82,18 @@ def test_parser_defaults_and_handler() -> None:
 
 def test_eval_writes_report_and_merges_baseline(checkpoints, data_dir: Path, tmp_path: Path, capsys) -> None:
     dense, pruned = checkpoints
-    common = ["--tasks", "piqa", "--limit", "3", "--window", "16", "--data-dir", str(data_dir)]
+    common = [
+        "--tasks",
+        "piqa",
+        "--limit",
+        "3",
+        "--window",
+        "16",
+        "--data-dir",
+        str(data_dir),
+        "--threads",
+        "1",
+    ]
     dense_out = tmp_path / "dense.json"
     assert eval_command.run(_parse(["eval", str(dense), *common, "--out", str(dense_out)])) == 0
     out = tmp_path / "pruned.json"
@@ -106,6 +117,7 @@ def test_eval_writes_report_and_merges_baseline(checkpoints, data_dir: Path, tmp
     assert "perplexity_ratio" in report["results"][1]["vs_dense"]
     assert (tmp_path / "accuracy_vs_sparsity.png").is_file()
     assert "piqa acc" in capsys.readouterr().out
+    assert report["timing"]["0.5"]["torch_threads"] == 1
 
 
 def test_mismatched_baseline_is_a_user_error(checkpoints, data_dir: Path, tmp_path: Path) -> None:
