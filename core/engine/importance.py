@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from core.engine.objectives import Batch, batch_loss
+from core.engine.objectives import Batch, batch_loss, weighted_sequence_loss
 from core.engine.structures import Geometry, PruningState
 from core.pruning_spec import Method, Normalization
 
@@ -144,6 +144,7 @@ class ActivationStatistics:
         self.squares: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
         self.mask: torch.Tensor | None = None
+        self.loss = float("nan")
         self._handles = []
         for index, layer in enumerate(model.model.layers):
             for key, module in (
@@ -166,11 +167,17 @@ class ActivationStatistics:
 
     @torch.no_grad()
     def collect(self, model: nn.Module, batches: list[Batch]) -> ActivationStatistics:
+        """One forward pass per batch feeds the statistics and, from the same logits, ``self.loss``.
+
+        The loss equals ``calibration_loss`` on the same batches; reading it here saves a second pass.
+        """
         device = next(model.parameters()).device
+        self.loss = 0.0
         for batch in batches:
             batch = batch.to(device)
             self.mask = batch.attention_mask
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            self.loss += float(weighted_sequence_loss(logits, batch.labels, batch.weights))
         self.mask = None
         for handle in self._handles:
             handle.remove()

@@ -167,7 +167,7 @@ def _score(
         scores = importance.taylor_scores(model, geometry, settings.normalization)
     elif method in importance.NEEDS_ACTIVATIONS:
         stats = importance.ActivationStatistics(model).collect(model, batches)
-        loss = importance.calibration_loss(model, batches)
+        loss = stats.loss
         if method is Method.flap:
             scores = importance.flap_scores(model, geometry, stats)
             trajectory.compensation = {

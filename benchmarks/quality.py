@@ -1,0 +1,255 @@
+"""Quality of every pruning method on SmolLM2-135M-Instruct (CPU), at equal measured parameter sparsity.
+
+    python benchmarks/quality.py                                   # the full benchmark (hours on 2 cores)
+    python benchmarks/quality.py --ppl-windows 16 --cmqa-limit 10 --methods wanda-sp,magnitude \
+        --latency-repeats 2 --no-margin                            # a quick run (minutes), same code
+
+Three tables, written as Markdown and JSON under ``--out`` (gitignored) plus one committed plot:
+
+1. every method (each run once to the largest target, all targets on its trajectory) in the non-uniform
+   layout: WikiText-2 test perplexity (window 128), mean CMQA accuracy, prune wall time, forward latency;
+2. the same subnetworks restricted to the ``uniform`` layout that stock transformers loads;
+3. at ``--margin-sparsity``: GISP with the margin objective calibrated on CMQA train splits, against the
+   baselines calibrated on the same items and against GISP with the perplexity objective.
+
+Every method sees the same calibration: WikiText-2 validation without its held-out tail (see
+``quality_lib``); one-shot data-driven methods read ``--oneshot-samples`` windows in their single step. Runs are
+cached under ``--out``; a second invocation only evaluates what is missing. Latencies are measured at the
+end, all models interleaved round-robin in one process, so they share the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import quality_lib as lib
+from core.pruning_spec import ONE_SHOT_METHODS, Method, Objective, PruneSettings
+
+ALL_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap", "magnitude", "random")
+DATA_FREE = frozenset({Method.magnitude, Method.random})
+MARGIN_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap")
+PLOT = Path(__file__).resolve().parent / "quality_perplexity.png"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pruning run: a method, its objective and the calibration it reads."""
+
+    method: Method
+    objective: Objective
+
+    @property
+    def label(self) -> str:
+        suffix = "" if self.objective is Objective.perplexity else f" ({self.objective.value}, CMQA)"
+        return f"{self.method.value}{suffix}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("out/quality"))
+    parser.add_argument("--methods", default=",".join(ALL_METHODS))
+    parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
+    parser.add_argument("--ppl-windows", type=int, default=512, help="first N test windows of 128; 0 = all")
+    parser.add_argument("--cmqa-limit", type=int, default=100, help="first N eval items per task; 0 = all")
+    parser.add_argument("--latency-repeats", type=int, default=5, help="0 skips latency")
+    parser.add_argument("--layouts", default="nonuniform,uniform")
+    parser.add_argument("--no-margin", action="store_true", help="skip table 3")
+    parser.add_argument("--margin-sparsity", type=float, default=0.4)
+    parser.add_argument("--margin-items", type=int, default=4000, help="CMQA train items in the pool")
+    parser.add_argument(
+        "--oneshot-samples", type=int, default=256,
+        help="calibration windows of the one-shot data-driven methods",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)")
+    parser.add_argument("--stage", choices=("prune", "eval", "all"), default="all")
+    parser.add_argument("--plot", type=Path, default=PLOT)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="FIELD=JSON",
+        help="override a PruneSettings field for every run, e.g. --set steps=40",
+    )
+    return parser.parse_args(argv)
+
+
+def base_settings(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = {}
+    for assignment in args.set:
+        name, _, value = assignment.partition("=")
+        overrides[name] = json.loads(value)
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    return {"sparsities": sparsities, **overrides}
+
+
+def settings_for(job: Job, base: dict[str, Any], oneshot_samples: int) -> PruneSettings:
+    """The job's settings; one-shot data-driven methods read ``oneshot_samples`` sequences in their one step."""
+    values = dict(base, method=job.method, objective=job.objective)
+    if job.method in ONE_SHOT_METHODS and job.method not in DATA_FREE:
+        values["samples"] = oneshot_samples
+    return PruneSettings(**values)
+
+
+class Benchmark:
+    def __init__(self, args: argparse.Namespace) -> None:
+        from core.assets import smollm2_model_dir
+        from core.engine.loading import load_model
+
+        self.args = args
+        self.cache = lib.MetricCache(args.out)
+        self.loaded = load_model(smollm2_model_dir())
+        self.split = lib.wikitext_split(self.loaded.tokenizer)
+        self.evaluator = lib.Evaluator(self.loaded, heldout_text=self.split.heldout_text)
+        self.base = base_settings(args)
+        self._margin_items: list | None = None
+        self.ppl_windows = args.ppl_windows or None
+        self.cmqa_limit = args.cmqa_limit or None
+
+    def log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    def items_for(self, job: Job) -> list:
+        if job.objective is Objective.perplexity:
+            return self.split.calibration
+        if self._margin_items is None:
+            self._margin_items = lib.cmqa_calibration(self.args.margin_items)
+        return self._margin_items
+
+    def run(self, job: Job) -> lib.CachedRun:
+        settings = settings_for(job, self.base, self.args.oneshot_samples)
+        return lib.pruned_run(self.loaded, self.items_for(job), settings, self.args.out, label=job.label, log=self.log)
+
+    # ------------------------------------------------------------------ metrics
+
+    def metrics(self, run: lib.CachedRun | None, sparsity: float, layout: str, cmqa: bool = True) -> dict[str, Any]:
+        key = run.key if run is not None else "dense"
+        model = None
+
+        def get_model() -> torch.nn.Module:
+            nonlocal model
+            if model is None:
+                model = lib.model_at(self.loaded, run.trajectory if run else None, sparsity, layout)
+            return model
+
+        def cached(metric: str, compute: Any) -> Any:
+            return self.cache.get_or_compute(key, layout, sparsity, metric, compute)
+
+        windows = self.ppl_windows or 0
+        result: dict[str, Any] = {
+            "ppl": cached(f"ppl_test_w128_n{windows}", lambda: self.evaluator.perplexity(get_model(), "test", self.ppl_windows)),
+        }
+        if cmqa:
+            limit = self.cmqa_limit or 0
+            result["cmqa"] = cached(f"cmqa_l{limit}", lambda: self.evaluator.cmqa(get_model(), self.cmqa_limit))
+        if run is None or sparsity == 0.0:
+            result["sparsity"] = 0.0
+            result["parameters"] = sum(p.numel() for p in self.loaded.model.parameters())
+        else:
+            state = lib.state_for(self.loaded, run.trajectory, sparsity, layout)
+            g = run.trajectory.geometry
+            result["sparsity"] = state.sparsity()
+            result["parameters"] = run.trajectory.dense_parameters - (g.dense_decoder_params - state.decoder_params())
+        return result
+
+    def latencies(self, models: list[tuple[str, lib.CachedRun | None, float, str]]) -> dict[str, dict[str, Any]]:
+        """Round-robin over every model so slow and busy moments of the machine hit all of them alike."""
+        times: dict[str, list[float]] = {name: [] for name, *_ in models}
+        for repeat in range(self.args.latency_repeats):
+            self.log(f"latency round {repeat + 1}/{self.args.latency_repeats}")
+            for name, run, sparsity, layout in models:
+                model = lib.model_at(self.loaded, run.trajectory if run else None, sparsity, layout)
+                times[name].append(lib.Evaluator.latency(model, repeats=1)["ms"])
+                del model
+        dense = lib.median(times["dense"])
+        return {
+            name: {"ms": lib.median(values), "vs_dense": lib.median(values) / dense, "samples": values}
+            for name, values in times.items()
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    bench = Benchmark(args)
+    methods = [Method(m) for m in args.methods.split(",")]
+    layouts = args.layouts.split(",")
+    sparsities = bench.base["sparsities"]
+    jobs = [Job(m, Objective.perplexity) for m in methods]
+    margin_jobs = [] if args.no_margin else [Job(m, Objective.margin) for m in methods if m.value in MARGIN_METHODS]
+    runs = {job: bench.run(job) for job in jobs + margin_jobs}
+    if args.stage == "prune":
+        return 0
+
+    results: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "machine": lib.machine_info(),
+        "settings": {job.label: settings_for(job, bench.base, args.oneshot_samples).model_dump(mode="json") for job in runs},
+        "calibration": {
+            "perplexity": f"WikiText-2 validation without its last {bench.split.heldout_articles} articles "
+            f"({len(bench.split.calibration)} articles)",
+            "margin": f"CMQA train splits, seeded mix of {args.margin_items} items",
+        },
+        "evaluation": {
+            "perplexity": f"WikiText-2 raw test, window 128, first {bench.ppl_windows or bench.evaluator.test_windows} "
+            f"of {bench.evaluator.test_windows} windows",
+            "cmqa": f"first {bench.cmqa_limit or 'all'} eval items per task, {', '.join(bench.evaluator.tasks)}",
+        },
+        "dense": bench.metrics(None, 0.0, "nonuniform"),
+        "tables": {},
+    }
+    for layout in layouts:
+        rows = []
+        for job in jobs:
+            run = runs[job]
+            for sparsity in sparsities:
+                bench.log(f"evaluating {job.label} {layout} {sparsity}")
+                rows.append({"method": job.label, "target": sparsity, "layout": layout,
+                             "prune_seconds": run.prune_seconds, **bench.metrics(run, sparsity, layout)})
+        results["tables"][layout] = rows
+    if margin_jobs:
+        results["tables"]["margin"] = margin_table(bench, runs, jobs, margin_jobs)
+    if args.latency_repeats:
+        models = [("dense", None, 0.0, "nonuniform")] + [
+            (f"{job.label}|{layout}|{s}", runs[job], s, layout) for layout in layouts for job in jobs for s in sparsities
+        ]
+        latency = bench.latencies(models)
+        results["latency"] = latency
+        for layout in layouts:
+            for row in results["tables"][layout]:
+                row["latency"] = latency[f"{row['method']}|{layout}|{row['target']}"]
+        results["dense"]["latency"] = latency["dense"]
+    results["seconds"] = time.perf_counter() - started
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    from benchmarks.quality_report import markdown, plot
+
+    text = markdown(results)
+    (args.out / "tables.md").write_text(text)
+    print(text)
+    if args.plot:
+        plot(results, args.plot)
+    bench.log(f"done in {results['seconds']:.0f} s")
+    return 0
+
+
+def margin_table(bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: list[Job]) -> list[dict[str, Any]]:
+    """Mean CMQA accuracy at one sparsity: margin-calibrated runs, then the perplexity-calibrated ones."""
+    sparsity = bench.args.margin_sparsity
+    rows = []
+    for job in margin_jobs + jobs:
+        bench.log(f"evaluating {job.label} margin table {sparsity}")
+        rows.append({"method": job.label, "objective": job.objective.value, "target": sparsity,
+                     "prune_seconds": runs[job].prune_seconds, **bench.metrics(runs[job], sparsity, "nonuniform")})
+    return rows
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,118 @@
+"""Markdown tables and the perplexity-vs-sparsity plot from ``quality.py``'s results JSON.
+
+    python benchmarks/quality_report.py out/quality/results.json   # re-render without re-running
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+LAYOUT_TITLES = {
+    "nonuniform": "Table 1: non-uniform layout (the subnetwork each method chose)",
+    "uniform": "Table 2: uniform layout (equal sizes per layer, stock transformers classes)",
+}
+
+
+def _fmt_ppl(value: float) -> str:
+    return f"{value:.1f}" if value < 1000 else f"{value:.3g}"
+
+
+def _latency(row: dict[str, Any]) -> str:
+    latency = row.get("latency")
+    return f"{latency['ms']:.0f} ({latency['vs_dense']:.2f}×)" if latency else "–"
+
+
+def _best_baseline(rows: list[dict[str, Any]], target: float) -> float:
+    values = [r["ppl"]["perplexity"] for r in rows if r["target"] == target and not r["method"].startswith("gisp")]
+    return min(values) if values else float("nan")
+
+
+def layout_table(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| method | target | measured sparsity | params (M) | WikiText-2 ppl | vs best baseline | mean CMQA acc "
+        "| prune wall time (s) | forward latency ms (vs dense) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        ppl = row["ppl"]["perplexity"]
+        best = _best_baseline(rows, row["target"])
+        ratio = f"{ppl / best:.2f}×" if best == best else "–"
+        lines.append(
+            f"| {row['method']} | {row['target']:.0%} | {row['sparsity']:.4f} | {row['parameters'] / 1e6:.1f} "
+            f"| {_fmt_ppl(ppl)} | {ratio} | {row['cmqa']['mean_acc']:.4f} | {row['prune_seconds']:.0f} "
+            f"| {_latency(row)} |"
+        )
+    return lines
+
+
+def margin_table(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    lines = [
+        "| method | objective | calibration | mean CMQA acc | " + " | ".join(tasks) + " | WikiText-2 ppl |",
+        "|---|---|---|---|" + "---|" * len(tasks) + "---|",
+    ]
+    for row in rows:
+        calibration = "CMQA train" if row["objective"] == "margin" else "WikiText-2 val"
+        per_task = " | ".join(f"{row['cmqa']['tasks'][t]['acc']:.3f}" for t in tasks)
+        lines.append(
+            f"| {row['method'].split(' ')[0]} | {row['objective']} | {calibration} "
+            f"| {row['cmqa']['mean_acc']:.4f} | {per_task} | {_fmt_ppl(row['ppl']['perplexity'])} |"
+        )
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    dense = results["dense"]
+    tasks = list(dense["cmqa"]["tasks"])
+    out = [
+        f"Command: `{results['command']}`  ",
+        f"Calibration: {results['calibration']['perplexity']}; margin: {results['calibration']['margin']}.  ",
+        f"Evaluation: {results['evaluation']['perplexity']}; CMQA: {results['evaluation']['cmqa']}.  ",
+        f"Dense: perplexity {_fmt_ppl(dense['ppl']['perplexity'])}, mean CMQA acc {dense['cmqa']['mean_acc']:.4f}, "
+        f"latency {_latency(dense)}.  ",
+        f"Run time {results['seconds'] / 60:.0f} min (evaluation and latency; prune times are in the tables).",
+        "",
+    ]
+    for layout, title in LAYOUT_TITLES.items():
+        if layout in results["tables"]:
+            out += [f"**{title}**", "", *layout_table(results["tables"][layout]), ""]
+    if "margin" in results["tables"]:
+        target = results["tables"]["margin"][0]["target"]
+        out += [f"**Table 3: CMQA accuracy at {target:.0%}, margin vs perplexity objective**", ""]
+        out += [*margin_table(results["tables"]["margin"], tasks), ""]
+    return "\n".join(out)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Perplexity against measured sparsity, one line per method, one panel per layout (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layouts = [layout for layout in LAYOUT_TITLES if layout in results["tables"]]
+    figure, axes = plt.subplots(1, len(layouts), figsize=(6 * len(layouts), 4.5), squeeze=False, sharey=True)
+    dense = results["dense"]["ppl"]["perplexity"]
+    for axis, layout in zip(axes[0], layouts):
+        rows = results["tables"][layout]
+        for method in dict.fromkeys(r["method"] for r in rows):
+            points = sorted((r["sparsity"], r["ppl"]["perplexity"]) for r in rows if r["method"] == method)
+            axis.plot([0.0] + [p[0] for p in points], [dense] + [p[1] for p in points], marker="o", label=method)
+        axis.set_yscale("log")
+        axis.set_xlabel("measured parameter sparsity (decoder layers)")
+        axis.set_title(f"SmolLM2-135M-Instruct, {layout} layout")
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0][0].set_ylabel("WikiText-2 test perplexity (window 128)")
+    axes[0][0].legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+if __name__ == "__main__":
+    data = json.loads(Path(sys.argv[1]).read_text())
+    print(markdown(data))
