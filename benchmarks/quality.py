@@ -59,8 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument("--methods", default=",".join(ALL_METHODS))
     parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
-    parser.add_argument("--ppl-windows", type=int, default=512, help="first N test windows of 128; 0 = all")
-    parser.add_argument("--cmqa-limit", type=int, default=100, help="first N eval items per task; 0 = all")
+    parser.add_argument("--ppl-windows", type=int, default=256, help="first N test windows of 128; 0 = all")
+    parser.add_argument("--cmqa-limit", type=int, default=30, help="first N eval items per task; 0 = all")
+    parser.add_argument("--margin-cmqa-limit", type=int, default=100, help="the same for table 3")
     parser.add_argument("--latency-repeats", type=int, default=5, help="0 skips latency")
     parser.add_argument("--layouts", default="nonuniform,uniform")
     parser.add_argument("--no-margin", action="store_true", help="skip table 3")
@@ -128,7 +129,10 @@ class Benchmark:
 
     # ------------------------------------------------------------------ metrics
 
-    def metrics(self, run: lib.CachedRun | None, sparsity: float, layout: str, cmqa: bool = True) -> dict[str, Any]:
+    def metrics(
+        self, run: lib.CachedRun | None, sparsity: float, layout: str, cmqa_limit: int | None = None
+    ) -> dict[str, Any]:
+        """Perplexity and CMQA accuracy of one model (cached), with its measured sparsity and size."""
         key = run.key if run is not None else "dense"
         model = None
 
@@ -145,9 +149,8 @@ class Benchmark:
         result: dict[str, Any] = {
             "ppl": cached(f"ppl_test_w128_n{windows}", lambda: self.evaluator.perplexity(get_model(), "test", self.ppl_windows)),
         }
-        if cmqa:
-            limit = self.cmqa_limit or 0
-            result["cmqa"] = cached(f"cmqa_l{limit}", lambda: self.evaluator.cmqa(get_model(), self.cmqa_limit))
+        limit = cmqa_limit or self.cmqa_limit
+        result["cmqa"] = cached(f"cmqa_l{limit or 0}", lambda: self.evaluator.cmqa(get_model(), limit))
         if run is None or sparsity == 0.0:
             result["sparsity"] = 0.0
             result["parameters"] = sum(p.numel() for p in self.loaded.model.parameters())
@@ -200,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "evaluation": {
             "perplexity": f"WikiText-2 raw test, window 128, first {bench.ppl_windows or bench.evaluator.test_windows} "
             f"of {bench.evaluator.test_windows} windows",
-            "cmqa": f"first {bench.cmqa_limit or 'all'} eval items per task, {', '.join(bench.evaluator.tasks)}",
+            "cmqa": f"first {bench.cmqa_limit or 'all'} eval items per task "
+            f"(table 3: {args.margin_cmqa_limit or 'all'}), {', '.join(bench.evaluator.tasks)}",
         },
         "dense": bench.metrics(None, 0.0, "nonuniform"),
         "tables": {},
@@ -247,7 +251,8 @@ def margin_table(bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: lis
     for job in margin_jobs + jobs:
         bench.log(f"evaluating {job.label} margin table {sparsity}")
         rows.append({"method": job.label, "objective": job.objective.value, "target": sparsity,
-                     "prune_seconds": runs[job].prune_seconds, **bench.metrics(runs[job], sparsity, "nonuniform")})
+                     "prune_seconds": runs[job].prune_seconds,
+                     **bench.metrics(runs[job], sparsity, "nonuniform", bench.args.margin_cmqa_limit or None)})
     return rows
 
 

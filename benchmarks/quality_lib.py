@@ -42,7 +42,7 @@ WINDOW = 128
 HOLDOUT_TOKENS = 16_384  # 128 windows of 128 tokens at the end of WikiText-2 validation
 # New PruneSettings fields, with the value that reproduces the engine as it was before they existed:
 # dropped from cache keys so trajectories pruned before a field was added stay valid.
-NEUTRAL_SETTINGS: dict[str, Any] = {}
+NEUTRAL_SETTINGS: dict[str, Any] = {"bias_compensation": False}
 
 
 # --------------------------------------------------------------------------- data

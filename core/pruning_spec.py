@@ -72,6 +72,11 @@ class PruneSettings(BaseModel):
     seq_len: int = Field(128, ge=8, le=32_768, description="tokens per calibration sequence")
     batch_size: int = Field(8, ge=1, le=1024, description="sequences per forward/backward micro-batch")
     seed: int = 0
+    bias_compensation: bool = Field(
+        False,
+        description="gisp / gisp-oneshot: fold each removed head's or channel's mean output into the output "
+        "bias (FLAP's closed form), measured on the model the structure is removed from",
+    )
 
     @field_validator("sparsities")
     @classmethod
@@ -90,6 +95,15 @@ class PruneSettings(BaseModel):
         if values is not None and any(v < 0 for v in values):
             raise ValueError("protected layer indices must be >= 0")
         return values
+
+    @model_validator(mode="after")
+    def _compensation_only_for_gradient_methods(self) -> PruneSettings:
+        if self.bias_compensation and self.method not in (Method.gisp, Method.gisp_oneshot):
+            raise ValueError(
+                f"bias_compensation applies to gisp and gisp-oneshot, not {self.method.value}"
+                + (" (FLAP always compensates)" if self.method is Method.flap else "")
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_shot_methods_take_one_step(self) -> PruneSettings:

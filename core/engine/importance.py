@@ -32,15 +32,26 @@ def prepare_for_gradients(model: nn.Module) -> None:
         parameter.requires_grad_(name.endswith(tuple(f"{p}.weight" for p in PRUNABLE)) and ".layers." in name)
 
 
-def accumulate_gradients(model: nn.Module, batches: list[Batch]) -> float:
-    """Leaves ḡ, the gradient of the objective over all batches, in each weight's ``.grad``; returns the loss."""
+def accumulate_gradients(
+    model: nn.Module, batches: list[Batch], statistics: ActivationStatistics | None = None
+) -> float:
+    """Leaves ḡ, the gradient of the objective over all batches, in each weight's ``.grad``; returns the loss.
+
+    ``statistics`` (hooks already on ``model``) also records the output projections' inputs in the same
+    forward passes, which bias compensation needs, at no extra pass.
+    """
     model.zero_grad(set_to_none=True)
     device = next(model.parameters()).device
     total = 0.0
     for batch in batches:
-        loss = batch_loss(model, batch.to(device))
+        batch = batch.to(device)
+        if statistics is not None:
+            statistics.mask = batch.attention_mask
+        loss = batch_loss(model, batch)
         loss.backward()
         total += float(loss.detach())
+    if statistics is not None:
+        statistics.close()
     return total
 
 
@@ -158,7 +169,7 @@ class ActivationStatistics:
             x = inputs[0].detach().float()
             if self.mask is not None:
                 x = x[self.mask.bool()]
-            x = x.reshape(-1, x.shape[-1])
+            x = x.flatten(0, -2)  # (tokens, features); also when a layer has no features left
             self.sums[key] = self.sums.get(key, 0) + x.sum(0)
             self.squares[key] = self.squares.get(key, 0) + (x * x).sum(0)
             self.counts[key] = self.counts.get(key, 0) + x.shape[0]
@@ -176,11 +187,18 @@ class ActivationStatistics:
         for batch in batches:
             batch = batch.to(device)
             self.mask = batch.attention_mask
-            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
+            logits = model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False
+            ).logits
             self.loss += float(weighted_sequence_loss(logits, batch.labels, batch.weights))
+        return self.close()
+
+    def close(self) -> ActivationStatistics:
+        """Stop recording: remove the hooks (statistics stay readable)."""
         self.mask = None
         for handle in self._handles:
             handle.remove()
+        self._handles = []
         return self
 
     def mean(self, key: str) -> torch.Tensor:

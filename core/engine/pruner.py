@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,12 +88,13 @@ def prune(
         working.requires_grad_(False)
     iterative = settings.method is Method.gisp
     state = PruningState.dense(geometry)
+    compensation = _Compensation(base, geometry, trajectory, physical) if settings.bias_compensation else None
     one_shot: list[Ranked] | None = None
     scoring_seconds = 0.0
     if not iterative:  # scored once, on the dense model, also when resuming
         started = time.perf_counter()
         one_shot, dense_loss = _score(
-            working, state, geometry, settings, pool.batches(0), trajectory, physical
+            working, state, geometry, settings, pool.batches(0), trajectory, physical, compensation
         )
         scoring_seconds = time.perf_counter() - started
     target = trajectory.state_after_steps(len(trajectory.steps))
@@ -103,6 +104,8 @@ def prune(
     mask = None if physical else _Mask(working, geometry)
     if mask is not None:
         mask.apply(state)
+    if compensation is not None:
+        compensation.apply(working, state)
 
     bar = tqdm(total=len(schedule), initial=len(trajectory.steps), disable=not progress, unit="step")
     try:
@@ -112,7 +115,7 @@ def prune(
             started = time.perf_counter()
             if one_shot is None:
                 ranked, loss = _score(
-                    working, state, geometry, settings, pool.batches(step), trajectory, physical
+                    working, state, geometry, settings, pool.batches(step), trajectory, physical, compensation
                 )
             else:
                 ranked = [r for r in one_shot if state.is_alive(r.structure)]
@@ -123,6 +126,8 @@ def prune(
                 slice_model(working, state, new_state)
             else:
                 mask.apply(new_state)
+            if compensation is not None:
+                compensation.apply(working, new_state)
             state = new_state
             decoder_now = state.decoder_params()
             record = StepRecord(
@@ -159,11 +164,15 @@ def _score(
     batches: list,
     trajectory: Trajectory,
     physical: bool,
+    compensation: _Compensation | None = None,
 ) -> tuple[list[Ranked], float]:
     method = settings.method
     loss = float("nan")
     if method in importance.NEEDS_GRADIENTS:
-        loss = importance.accumulate_gradients(model, batches)
+        stats = importance.ActivationStatistics(model) if compensation is not None else None
+        loss = importance.accumulate_gradients(model, batches, stats)
+        if compensation is not None and stats is not None:
+            compensation.observe(stats, state)
         scores = importance.taylor_scores(model, geometry, settings.normalization)
     elif method in importance.NEEDS_ACTIVATIONS:
         stats = importance.ActivationStatistics(model).collect(model, batches)
@@ -305,3 +314,80 @@ class _Mask:
                 mlp.gate_proj.weight[index] = 0
                 mlp.up_proj.weight[index] = 0
                 mlp.down_proj.weight[:, index] = 0
+
+
+class _Compensation:
+    """Bias compensation through a GISP run: a removed feature's mean input, times its output weights, stays.
+
+    FLAP's closed form, b = W_out[:, removed] · mean(removed), with each mean measured in the gradient pass of
+    the step that removes the feature (on the model it is removed from), not on the dense model. The means
+    live in ``trajectory.compensation`` (one per base-model feature; survivors hold their latest measurement),
+    so ``pruned_model`` rebuilds any point of the trajectory, and a resumed run, with exactly these biases.
+    """
+
+    def __init__(
+        self, base: torch.nn.Module, geometry: Geometry, trajectory: Trajectory, physical: bool
+    ) -> None:
+        self.base = base
+        self.geometry = geometry
+        self.physical = physical
+        if trajectory.compensation is None:
+            trajectory.compensation = {}
+            for layer in range(geometry.num_layers):
+                trajectory.compensation[f"{layer}.attn"] = [0.0] * (geometry.num_heads * geometry.head_dim)
+                trajectory.compensation[f"{layer}.mlp"] = [0.0] * geometry.intermediate_size
+        self.means = trajectory.compensation
+
+    def _head_features(self, heads: Iterable[int]) -> list[int]:
+        hd = self.geometry.head_dim
+        return [h * hd + d for h in heads for d in range(hd)]
+
+    def observe(self, stats: importance.ActivationStatistics, state: PruningState) -> None:
+        """Record this pass's mean input of every alive feature; dead ones keep their removal-time mean."""
+        g = self.geometry
+        for layer, alive in enumerate(state.layers):
+            heads = alive.heads if self.physical else range(g.num_heads)
+            channels = alive.channels if self.physical else range(g.intermediate_size)
+            for key, features, live in (
+                (f"{layer}.attn", self._head_features(heads), set(self._head_features(alive.heads))),
+                (f"{layer}.mlp", list(channels), set(alive.channels)),
+            ):
+                if not live:
+                    continue
+                values = stats.mean(key).tolist()
+                for position, feature in enumerate(features):
+                    if feature in live:
+                        self.means[key][feature] = round(values[position], 7)
+
+    @torch.no_grad()
+    def apply(self, model: torch.nn.Module, state: PruningState) -> None:
+        """Set every o_proj and down_proj bias to the base bias plus its dead features' compensation."""
+        g = self.geometry
+        for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
+            base = self.base.model.layers[index]
+            dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
+            dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
+            _compensated_bias(
+                layer.self_attn.o_proj,
+                base.self_attn.o_proj,
+                self._head_features(dead_heads),
+                self.means[f"{index}.attn"],
+            )
+            _compensated_bias(
+                layer.mlp.down_proj, base.mlp.down_proj, dead_channels, self.means[f"{index}.mlp"]
+            )
+
+
+def _compensated_bias(
+    linear: torch.nn.Linear, base: torch.nn.Linear, removed: list[int], means: list[float]
+) -> None:
+    """``materialize._add_bias``'s arithmetic on the base weights, so training-time and saved biases agree."""
+    weight = base.weight
+    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    if base.bias is not None:
+        bias += base.bias.detach()
+    if removed:
+        index = torch.tensor(removed, device=weight.device)
+        mean = torch.tensor(means, dtype=torch.float32, device=weight.device)[index]
+        bias += (weight.detach().float()[:, index] @ mean).to(bias.dtype)
+    linear.bias = torch.nn.Parameter(bias, requires_grad=False)

@@ -3,13 +3,19 @@ the defaults search measures, each validated and each reducing to the old behavi
 
 from __future__ import annotations
 
+import pytest
 import torch
+from pydantic import ValidationError
 
 from core.data.calibration import TextItem
 from core.engine import importance
-from core.engine.architectures import to_gisp_model
+from core.engine.architectures import geometry_of, to_gisp_model
+from core.engine.materialize import pruned_model
 from core.engine.objectives import CalibrationPool
-from core.pruning_spec import PruneSettings
+from core.engine.pruner import prune
+from core.engine.slicing import slice_model
+from core.engine.structures import Kind, PruningState, Structure
+from core.pruning_spec import Method, PruneSettings
 from tests.engine.conftest import CORPUS, build_loaded
 
 ITEMS = [TextItem(text=" ".join(CORPUS))]
@@ -28,3 +34,78 @@ def test_activation_statistics_report_the_calibration_loss_of_the_same_pass() ->
     stats = importance.ActivationStatistics(model).collect(model, batches)
     expected = importance.calibration_loss(model, batches)
     assert torch.isclose(torch.tensor(stats.loss), torch.tensor(expected), rtol=1e-6)
+
+
+def test_bias_compensation_is_refused_for_methods_that_cannot_use_it() -> None:
+    for method, hint in ((Method.wanda_sp, "not wanda-sp"), (Method.flap, "FLAP always compensates")):
+        with pytest.raises(ValidationError, match=hint):
+            settings(method=method, bias_compensation=True)
+    assert settings(method=Method.gisp_oneshot, bias_compensation=True).bias_compensation
+
+
+@pytest.mark.parametrize("method", [Method.gisp, Method.gisp_oneshot])
+def test_compensated_trajectory_rebuilds_the_model_each_step_was_scored_on(method: Method) -> None:
+    """The loss a step records is the calibration loss of ``pruned_model`` at the previous step's state."""
+    loaded = build_loaded("llama")
+    run_settings = settings(method=method, bias_compensation=True, sparsities=[0.2, 0.4])
+    trajectory = prune(loaded, ITEMS, run_settings)
+    pool = CalibrationPool(ITEMS, loaded.tokenizer, run_settings)
+    for index in range(1, len(trajectory.steps)):
+        model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
+        batches = pool.batches(index if method is Method.gisp else 0)
+        assert importance.calibration_loss(model, batches) == pytest.approx(trajectory.steps[index].loss, rel=1e-5)
+    last = pruned_model(loaded, trajectory, trajectory.state_after_steps(len(trajectory.steps)))
+    biases = [layer.mlp.down_proj.bias for layer in last.model.layers]
+    assert any(b is not None and b.abs().sum() > 0 for b in biases)
+
+
+def test_compensation_changes_the_run_and_resumes_exactly() -> None:
+    loaded = build_loaded("llama")
+    run_settings = settings(bias_compensation=True, sparsities=[0.1, 0.2, 0.4])
+    plain = prune(loaded, ITEMS, settings(sparsities=[0.1, 0.2, 0.4]))
+    full = prune(loaded, ITEMS, run_settings)
+    assert plain.compensation is None and full.compensation is not None
+    assert [s.loss for s in full.steps][1:] != [s.loss for s in plain.steps][1:]
+
+    calls = {"n": 0}
+
+    def stop_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    partial = prune(loaded, ITEMS, run_settings, should_stop=stop_after_two)
+    resumed = prune(loaded, ITEMS, run_settings, resume=type(partial).from_json(partial.to_json()))
+    assert [(s.removed, s.loss) for s in resumed.steps] == [(s.removed, s.loss) for s in full.steps]
+    assert resumed.compensation == full.compensation
+
+
+def test_compensated_masking_run_matches_slicing_run() -> None:
+    loaded = build_loaded("llama")
+    sliced = prune(loaded, ITEMS, settings(bias_compensation=True))
+    masked = prune(loaded, ITEMS, settings(bias_compensation=True), physical=False)
+    assert [s.removed for s in masked.steps] == [s.removed for s in sliced.steps]
+    assert [s.loss for s in masked.steps] == pytest.approx([s.loss for s in sliced.steps], rel=1e-5)
+
+
+def test_compensation_leaves_the_base_model_untouched() -> None:
+    loaded = build_loaded("llama")
+    before = {k: v.clone() for k, v in loaded.model.state_dict().items()}
+    prune(loaded, ITEMS, settings(bias_compensation=True))
+    after = loaded.model.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_activation_statistics_accept_a_layer_without_heads() -> None:
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    dense = PruningState.dense(geometry_of(loaded.model.config))
+    headless = dense.copy()
+    for head in list(headless.layers[1].heads):
+        headless.remove(Structure(1, Kind.head, head))
+    slice_model(model, dense, headless)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    stats = importance.ActivationStatistics(model)
+    importance.accumulate_gradients(model, batches, stats)
+    assert stats.mean("1.attn").numel() == 0
+    assert stats.mean("1.mlp").numel() == len(headless.layers[1].channels)
