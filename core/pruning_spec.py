@@ -75,7 +75,8 @@ class PruneSettings(BaseModel):
     bias_compensation: bool = Field(
         False,
         description="gisp / gisp-oneshot: fold each removed head's or channel's mean output into the output "
-        "bias (FLAP's closed form), measured on the model the structure is removed from",
+        "bias (FLAP's closed form), measured on the model the structure is removed from; scores then count "
+        "only each feature's deviation from its mean",
     )
 
     @field_validator("sparsities")

@@ -109,11 +109,32 @@ def _normalised(
 
 
 @torch.no_grad()
-def taylor_scores(model: nn.Module, g: Geometry, normalization: Normalization) -> list[LayerScores]:
-    """GISP: Σ |W ⊙ ḡ| over each structure's weights, block-normalised (ḡ left in ``.grad``)."""
+def taylor_scores(
+    model: nn.Module,
+    g: Geometry,
+    normalization: Normalization,
+    input_means: dict[str, torch.Tensor] | None = None,
+) -> list[LayerScores]:
+    """GISP: Σ |W ⊙ ḡ| over each structure's weights, block-normalised (ḡ left in ``.grad``).
+
+    With ``input_means`` (bias compensation: a removed feature's mean input stays in the output bias) the
+    output projections' gradients are centred, ḡ - ḡ_bias ⊗ ā: removing a feature then changes the output
+    only by its deviation from the mean, so a feature that is large but nearly constant is not kept for it.
+    The output biases must hold their gradients (``accumulate_gradients`` with ``output_bias_gradients``).
+    """
+    centred: dict[int, torch.Tensor] = {}
+    if input_means is not None:
+        for index, layer in enumerate(model.model.layers):
+            for linear, key in ((layer.self_attn.o_proj, f"{index}.attn"), (layer.mlp.down_proj, f"{index}.mlp")):
+                bias_grad = linear.bias.grad.float()
+                mean = input_means[key].to(bias_grad.device)
+                centred[id(linear)] = linear.weight.grad.float() - bias_grad[:, None] * mean[None, :]
 
     def element(linear: nn.Linear) -> torch.Tensor:
-        return (linear.weight * linear.weight.grad).abs().float()
+        gradient = centred.get(id(linear))
+        if gradient is None:
+            gradient = linear.weight.grad.float()
+        return (linear.weight.float() * gradient).abs()
 
     return _scores_from(model, g, normalization, element)
 

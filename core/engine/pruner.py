@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -89,6 +90,8 @@ def prune(
     iterative = settings.method is Method.gisp
     state = PruningState.dense(geometry)
     compensation = _Compensation(base, geometry, trajectory, physical) if settings.bias_compensation else None
+    if compensation is not None:
+        compensation.apply(working, state)  # biases exist from the start: the scores read their gradients
     one_shot: list[Ranked] | None = None
     scoring_seconds = 0.0
     if not iterative:  # scored once, on the dense model, also when resuming
@@ -170,10 +173,13 @@ def _score(
     loss = float("nan")
     if method in importance.NEEDS_GRADIENTS:
         stats = importance.ActivationStatistics(model) if compensation is not None else None
-        loss = importance.accumulate_gradients(model, batches, stats)
-        if compensation is not None and stats is not None:
-            compensation.observe(stats, state)
-        scores = importance.taylor_scores(model, geometry, settings.normalization)
+        with _output_bias_gradients(model, enabled=compensation is not None):
+            loss = importance.accumulate_gradients(model, batches, stats)
+            means = None
+            if compensation is not None and stats is not None:
+                compensation.observe(stats, state)
+                means = {key: stats.mean(key) for key in stats.sums}
+            scores = importance.taylor_scores(model, geometry, settings.normalization, means)
     elif method in importance.NEEDS_ACTIVATIONS:
         stats = importance.ActivationStatistics(model).collect(model, batches)
         loss = stats.loss
@@ -195,6 +201,23 @@ def _score(
         scores = importance.random_scores(state, settings.seed)
         physical = True  # random scores are drawn per alive structure already
     return _rank(state, scores, geometry, physical), loss
+
+
+@contextmanager
+def _output_bias_gradients(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Let o_proj / down_proj biases (present under compensation) collect ḡ_bias for the centred scores."""
+    biases = []
+    if enabled:
+        for layer in model.model.layers:
+            biases += [layer.self_attn.o_proj.bias, layer.mlp.down_proj.bias]
+    for bias in biases:
+        bias.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for bias in biases:
+            bias.requires_grad_(False)
+            bias.grad = None
 
 
 def _rank(state: PruningState, scores: list[LayerScores], geometry: Geometry, physical: bool) -> list[Ranked]:

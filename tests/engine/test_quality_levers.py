@@ -109,3 +109,34 @@ def test_activation_statistics_accept_a_layer_without_heads() -> None:
     importance.accumulate_gradients(model, batches, stats)
     assert stats.mean("1.attn").numel() == 0
     assert stats.mean("1.mlp").numel() == len(headless.layers[1].channels)
+
+
+def test_centred_scores_measure_each_feature_by_its_deviation_from_the_mean() -> None:
+    """Under compensation the output side of a score uses Σ_t δ_t (a_t - ā), from per-token hooks here."""
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gradients(model)
+    linears = [lin for layer in model.model.layers for lin in (layer.self_attn.o_proj, layer.mlp.down_proj)]
+    inputs: dict[int, list[torch.Tensor]] = {id(lin): [] for lin in linears}
+    deltas: dict[int, list[torch.Tensor]] = {id(lin): [] for lin in linears}
+    for linear in linears:
+        linear.bias = torch.nn.Parameter(torch.zeros(linear.out_features))
+        linear.register_forward_hook(lambda m, a, out: inputs[id(m)].append(a[0].detach().flatten(0, -2)))
+        linear.register_full_backward_hook(lambda m, gi, go: deltas[id(m)].append(go[0].detach().flatten(0, -2)))
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    stats = importance.ActivationStatistics(model)
+    importance.accumulate_gradients(model, batches, stats)
+    geometry = geometry_of(loaded.model.config)
+    means = {key: stats.mean(key) for key in stats.sums}
+    centred = importance.taylor_scores(model, geometry, settings().normalization, means)
+    plain = importance.taylor_scores(model, geometry, settings().normalization)
+
+    for linear in linears:  # replace ḡ by the per-token centred sum, then score without means
+        a = torch.cat(inputs[id(linear)])
+        delta = torch.cat(deltas[id(linear)])
+        linear.weight.grad = delta.T @ (a - a.mean(0))
+    expected = importance.taylor_scores(model, geometry, settings().normalization)
+    for got, want in zip(centred, expected):
+        torch.testing.assert_close(got.heads, want.heads, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(got.channels, want.channels, rtol=1e-4, atol=1e-7)
+    assert any(not torch.allclose(got.channels, old.channels) for got, old in zip(centred, plain))
