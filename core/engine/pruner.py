@@ -42,6 +42,9 @@ class Ranked:
     structure: Structure
 
 
+ONE_SHOT_LOSS_SEQUENCES = 32
+
+
 def prune(
     loaded: LoadedModel,
     items: Sequence[CalibrationItem],
@@ -96,10 +99,13 @@ def prune(
     scoring_seconds = 0.0
     if not iterative:  # scored once, on the dense model, also when resuming
         started = time.perf_counter()
-        one_shot, dense_loss = _score(
+        one_shot, _ = _score(
             working, state, geometry, settings, pool.batches(0), trajectory, physical, compensation
         )
         scoring_seconds = time.perf_counter() - started
+        # each step records the loss of the model it starts from, on a bounded share of the pool: one-shot
+        # methods score on many sequences, and a full pass per step would cost more than the scoring
+        loss_batches = pool.batches(0)[: max(1, -(-ONE_SHOT_LOSS_SEQUENCES // settings.batch_size))]
     target = trajectory.state_after_steps(len(trajectory.steps))
     if physical:
         slice_model(working, state, target)
@@ -122,7 +128,7 @@ def prune(
                 )
             else:
                 ranked = [r for r in one_shot if state.is_alive(r.structure)]
-                loss = dense_loss if step == 0 else importance.calibration_loss(working, pool.batches(0))
+                loss = importance.calibration_loss(working, loss_batches)
                 started -= scoring_seconds if step == 0 else 0.0
             new_state, removed, threshold = _select(state, ranked, eligible, schedule[step])
             if physical:

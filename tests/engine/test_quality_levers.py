@@ -140,3 +140,17 @@ def test_centred_scores_measure_each_feature_by_its_deviation_from_the_mean() ->
         torch.testing.assert_close(got.heads, want.heads, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(got.channels, want.channels, rtol=1e-4, atol=1e-7)
     assert any(not torch.allclose(got.channels, old.channels) for got, old in zip(centred, plain))
+
+
+def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> None:
+    from core.engine.pruner import ONE_SHOT_LOSS_SEQUENCES
+
+    loaded = build_loaded("llama")
+    run_settings = settings(method=Method.wanda_sp, samples=ONE_SHOT_LOSS_SEQUENCES + 16, batch_size=8)
+    trajectory = prune(loaded, ITEMS, run_settings)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, run_settings).batches(0)
+    share = batches[: ONE_SHOT_LOSS_SEQUENCES // 8]
+    assert len(share) < len(batches)
+    for index, step in enumerate(trajectory.steps):
+        model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
+        assert importance.calibration_loss(model, share) == pytest.approx(step.loss, rel=1e-5)
