@@ -26,7 +26,8 @@ def _latency(row: dict[str, Any]) -> str:
 
 
 def _best_baseline(rows: list[dict[str, Any]], target: float) -> float:
-    values = [r["ppl"]["perplexity"] for r in rows if r["target"] == target and not r["method"].startswith("gisp")]
+    """The lowest perplexity among every method but iterative GISP (one-shot GISP counts as a baseline)."""
+    values = [r["ppl"]["perplexity"] for r in rows if r["target"] == target and r["method"] != "gisp"]
     return min(values) if values else float("nan")
 
 
@@ -63,6 +64,17 @@ def margin_table(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     return lines
 
 
+def _machine(machine: dict[str, Any]) -> str:
+    cpu = machine.get("lscpu", {})
+    versions = machine.get("versions", {})
+    libraries = ", ".join(f"{name} {versions[name]}" for name in ("torch", "transformers") if name in versions)
+    load = ", ".join(f"{value:.1f}" for value in machine.get("load_average", []))
+    return (
+        f"{cpu.get('Model name', machine.get('platform', '?'))}, {machine.get('cpu_count')} vCPU, "
+        f"{machine.get('torch_threads')} torch thread(s), load average at start {load}; {libraries}"
+    )
+
+
 def markdown(results: dict[str, Any]) -> str:
     dense = results["dense"]
     tasks = list(dense["cmqa"]["tasks"])
@@ -72,6 +84,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Evaluation: {results['evaluation']['perplexity']}; CMQA: {results['evaluation']['cmqa']}.  ",
         f"Dense: perplexity {_fmt_ppl(dense['ppl']['perplexity'])}, mean CMQA acc {dense['cmqa']['mean_acc']:.4f}, "
         f"latency {_latency(dense)}.  ",
+        f"Machine: {_machine(results['machine'])}.  ",
         f"Run time {results['seconds'] / 60:.0f} min (evaluation and latency; prune times are in the tables).",
         "",
     ]

@@ -29,28 +29,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import platform
 from collections.abc import Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from core.data.paths import fingerprint
+from core.engine.versions import library_versions
 
 SCHEMA_VERSION = "1.0"
 REPORT_KIND = "gisp-eval-report"
 NON_DETERMINISTIC_KEYS = ("timing", "run")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions that change numbers: Python, torch, transformers (and numpy, used by the plots)."""
-    versions = {"python": platform.python_version()}
-    for package in ("torch", "transformers", "tokenizers", "numpy"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
-    return versions
 
 
 def dataset_fingerprints(paths: Iterable[Path], data_dir: Path | None) -> dict[str, str]:
