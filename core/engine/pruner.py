@@ -105,7 +105,8 @@ def prune(
         scoring_seconds = time.perf_counter() - started
         # each step records the loss of the model it starts from, on a bounded share of the pool: one-shot
         # methods score on many sequences, and a full pass per step would cost more than the scoring
-        loss_batches = pool.batches(0)[: max(1, -(-ONE_SHOT_LOSS_SEQUENCES // settings.batch_size))]
+        # (weights are normalised over the whole pool, so the share's loss is scaled back to the pool's)
+        loss_batches, loss_scale = _loss_share(pool.batches(0), settings.batch_size)
     target = trajectory.state_after_steps(len(trajectory.steps))
     if physical:
         slice_model(working, state, target)
@@ -128,7 +129,7 @@ def prune(
                 )
             else:
                 ranked = [r for r in one_shot if state.is_alive(r.structure)]
-                loss = importance.calibration_loss(working, loss_batches)
+                loss = importance.calibration_loss(working, loss_batches) * loss_scale
                 started -= scoring_seconds if step == 0 else 0.0
             new_state, removed, threshold = _select(state, ranked, eligible, schedule[step])
             if physical:
@@ -163,6 +164,14 @@ def prune(
         working.zero_grad(set_to_none=True)
         base.zero_grad(set_to_none=True)
     return trajectory
+
+
+def _loss_share(batches: list, batch_size: int) -> tuple[list, float]:
+    """The first ~``ONE_SHOT_LOSS_SEQUENCES`` sequences, and the factor that puts their loss on the pool's scale."""
+    share = batches[: max(1, -(-ONE_SHOT_LOSS_SEQUENCES // batch_size))]
+    total = sum(float(b.weights.abs().sum()) for b in batches)
+    part = sum(float(b.weights.abs().sum()) for b in share)
+    return share, (total / part if part > 0 else 1.0)
 
 
 def _score(

@@ -151,6 +151,9 @@ def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> 
     batches = CalibrationPool(ITEMS, loaded.tokenizer, run_settings).batches(0)
     share = batches[: ONE_SHOT_LOSS_SEQUENCES // 8]
     assert len(share) < len(batches)
+    scale = len(batches) / len(share)  # equal weights: the share's loss, put on the whole pool's scale
+    dense_loss = importance.calibration_loss(loaded.model, batches)
+    assert trajectory.steps[0].loss == pytest.approx(dense_loss, rel=0.2)
     for index, step in enumerate(trajectory.steps):
         model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
-        assert importance.calibration_loss(model, share) == pytest.approx(step.loss, rel=1e-5)
+        assert importance.calibration_loss(model, share) * scale == pytest.approx(step.loss, rel=1e-5)
