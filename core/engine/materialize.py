@@ -191,12 +191,14 @@ def _enable_stock_biases(config: Any) -> None:
     """Stock Llama/Mistral/Qwen3 carry an o_proj bias only with attention_bias (q/k/v biases then stay zero)."""
     if config.model_type == "qwen2":
         raise UserInputError(
-            "FLAP's bias compensation needs an o_proj bias, which stock Qwen2 lacks; use the nonuniform layout",
+            "bias compensation (FLAP, and GISP by default) needs an o_proj bias, which stock Qwen2 lacks; use "
+            "the nonuniform layout, or prune with bias_compensation=false",
             field="layout",
         )
     if config.model_type == "mistral":
         raise UserInputError(
-            "FLAP's bias compensation needs biases, which stock Mistral lacks; use the nonuniform layout",
+            "bias compensation (FLAP, and GISP by default) needs biases, which stock Mistral lacks; use the "
+            "nonuniform layout, or prune with bias_compensation=false",
             field="layout",
         )
     config.attention_bias = True

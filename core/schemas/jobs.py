@@ -124,6 +124,9 @@ class JobCreate(BaseModel):
     schedule: Schedule | None = Field(None, description="linear or cosine (engine default)")
     normalization: Normalization | None = Field(None, description="params or reference (engine default)")
     protected_layers: list[int] | None = None
+    bias_compensation: bool | None = Field(
+        None, description="fold removed structures' mean output into biases (engine default: on for gisp)"
+    )
     seed: int = 0
     evaluations: list[str] = Field(default_factory=list, max_length=16, examples=[["perplexity"]])
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
@@ -161,6 +164,7 @@ class JobCreate(BaseModel):
             "steps": self.steps,
             "schedule": self.schedule,
             "normalization": self.normalization,
+            "bias_compensation": self.bias_compensation,
             "samples": self.calibration.samples,
             "seq_len": self.calibration.seq_len,
             "batch_size": self.calibration.batch_size,

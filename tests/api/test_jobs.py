@@ -227,3 +227,13 @@ def test_broker_down_answers_503_and_fails_the_job(service_settings, make_key, t
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"].startswith("unavailable")
+
+
+def test_bias_compensation_is_refused_where_the_method_cannot_use_it(client_factory, body: dict) -> None:
+    client = client_factory("compensation")
+    refused = client.post("/v1/jobs", json=body | {"method": "wanda-sp", "bias_compensation": True})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["field"] == "bias_compensation"
+    assert "gisp" in refused.json()["error"]["message"]
+    accepted = client.post("/v1/jobs", json=body | {"bias_compensation": False})
+    assert accepted.status_code == 201, accepted.text

@@ -45,7 +45,8 @@ def masked_copy(model: torch.nn.Module, state: PruningState) -> torch.nn.Module:
 )
 def test_sliced_model_matches_masked_model(family: str, heads: int, kv_heads: int) -> None:
     loaded = build_loaded(family, heads=heads, kv_heads=kv_heads)
-    trajectory = prune(loaded, ITEMS, settings(sparsities=[0.5], steps=5))
+    # slicing alone: compensation biases would make the sliced model differ from a zero mask on purpose
+    trajectory = prune(loaded, ITEMS, settings(sparsities=[0.5], steps=5, bias_compensation=False))
     state = trajectory.state_at(0.5)
     sliced = pruned_model(loaded, trajectory, state)
     masked = masked_copy(loaded.model, state)
@@ -64,7 +65,7 @@ def test_partial_kv_groups_are_sliced_and_still_match() -> None:
     from core.engine.structures import Structure
 
     loaded = build_loaded("llama", heads=4, kv_heads=2)
-    trajectory = prune(loaded, ITEMS, settings(sparsities=[0.2], steps=1))
+    trajectory = prune(loaded, ITEMS, settings(sparsities=[0.2], steps=1, bias_compensation=False))
     state = PruningState.dense(trajectory.geometry)
     for layer, head in ((0, 1), (1, 0), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3)):
         state.remove(Structure(layer, Kind.head, head))
@@ -133,7 +134,8 @@ def test_every_method_runs_in_the_same_loop(method: Method) -> None:
     assert trajectory.steps[-1].sparsity >= 0.4
     if method is not Method.gisp:
         assert len(trajectory.steps) == 2  # one scoring, one record per target
-    assert (trajectory.compensation is not None) == (method is Method.flap)
+    compensates = method in (Method.flap, Method.gisp, Method.gisp_oneshot)  # FLAP always, GISP by default
+    assert (trajectory.compensation is not None) == compensates
 
 
 def test_wanda_sp_prunes_every_layer_alike() -> None:
@@ -200,13 +202,23 @@ def test_parameter_accounting_matches_the_real_model() -> None:
         g = geometry_of(loaded.model.config)
         decoder = sum(p.numel() for n, p in loaded.model.named_parameters() if ".layers." in n)
         assert g.dense_decoder_params == decoder
-        trajectory = prune(loaded, ITEMS, settings(sparsities=[0.35], steps=2))
+        trajectory = prune(loaded, ITEMS, settings(sparsities=[0.35], steps=2, bias_compensation=False))
         state = trajectory.state_at(0.35)
         model = pruned_model(loaded, trajectory, state)
         assert state.decoder_params() == sum(
             p.numel() for n, p in model.named_parameters() if ".layers." in n
         )
         assert trajectory.steps[-1].parameters == sum(p.numel() for p in model.parameters())
+        # compensation adds exactly one output bias per o_proj and down_proj, outside the sparsity accounting
+        compensated = prune(loaded, ITEMS, settings(sparsities=[0.35], steps=2))
+        model = pruned_model(loaded, compensated, compensated.state_at(0.35))
+        biases = sum(
+            layer.self_attn.o_proj.bias.numel() + layer.mlp.down_proj.bias.numel() for layer in model.model.layers
+        )
+        assert biases == 2 * g.hidden_size * g.num_layers
+        assert compensated.state_at(0.35).decoder_params() + biases == sum(
+            p.numel() for n, p in model.named_parameters() if ".layers." in n
+        )
 
 
 def test_removing_the_last_query_head_of_a_group_frees_its_kv_head() -> None:
