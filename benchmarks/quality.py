@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--margin-cmqa-limit", type=int, default=100, help="the same for table 3")
     parser.add_argument("--latency-repeats", type=int, default=5, help="0 skips latency")
     parser.add_argument("--layouts", default="nonuniform,uniform")
+    parser.add_argument(
+        "--uniform-methods", default="gisp,gisp-oneshot,wanda-sp,flap",
+        help="methods of table 2 (magnitude and random collapse in table 1 already)",
+    )
     parser.add_argument("--no-margin", action="store_true", help="skip table 3")
     parser.add_argument("--margin-sparsity", type=float, default=0.4)
     parser.add_argument("--margin-items", type=int, default=4000, help="CMQA train items in the pool")
@@ -209,9 +213,13 @@ def main(argv: list[str] | None = None) -> int:
         "dense": bench.metrics(None, 0.0, "nonuniform"),
         "tables": {},
     }
+    uniform_methods = set(args.uniform_methods.split(","))
+    layout_jobs = {
+        layout: [j for j in jobs if layout != "uniform" or j.method.value in uniform_methods] for layout in layouts
+    }
     for layout in layouts:
         rows = []
-        for job in jobs:
+        for job in layout_jobs[layout]:
             run = runs[job]
             for sparsity in sparsities:
                 bench.log(f"evaluating {job.label} {layout} {sparsity}")
@@ -222,7 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         results["tables"]["margin"] = margin_table(bench, runs, jobs, margin_jobs)
     if args.latency_repeats:
         models = [("dense", None, 0.0, "nonuniform")] + [
-            (f"{job.label}|{layout}|{s}", runs[job], s, layout) for layout in layouts for job in jobs for s in sparsities
+            (f"{job.label}|{layout}|{s}", runs[job], s, layout)
+            for layout in layouts
+            for job in layout_jobs[layout]
+            for s in sparsities
         ]
         latency = bench.latencies(models)
         results["latency"] = latency

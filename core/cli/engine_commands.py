@@ -41,6 +41,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--seq-len", type=int, help="tokens per calibration sequence")
     prune.add_argument("--batch-size", type=int, help="sequences per forward/backward micro-batch")
     prune.add_argument("--protected-layers", help="comma-separated layer indices never pruned")
+    prune.add_argument(
+        "--bias-compensation",
+        action=argparse.BooleanOptionalAction,
+        help="fold removed structures' mean output into biases (default: on for gisp and gisp-oneshot)",
+    )
     prune.add_argument("--layout", default="nonuniform", choices=[layout.value for layout in Layout])
     prune.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     prune.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -77,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> PruneSettings:
     except ValueError:
         raise UserInputError(f"not a list of numbers: '{args.sparsities}'", field="--sparsities") from None
     values: dict[str, object] = {"method": args.method, "objective": args.objective, "sparsities": sparsities}
-    for flag in ("steps", "schedule", "normalization", "samples", "seq_len", "batch_size", "seed"):
+    for flag in ("steps", "schedule", "normalization", "samples", "seq_len", "batch_size", "seed", "bias_compensation"):
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     if args.protected_layers:

@@ -74,6 +74,7 @@ def test_prune_writes_trajectory_and_one_checkpoint_per_target(
         (["--sparsities", "0.2,0.2"], "--sparsities"),
         (["--sparsities", "a,b"], "--sparsities"),
         (["--sparsities", "0.2", "--steps", "0"], "--steps"),
+        (["--sparsities", "0.2", "--method", "wanda-sp", "--bias-compensation"], "--bias-compensation"),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(
@@ -121,3 +122,16 @@ def test_models_import_writes_safetensors(model_dir: Path, tmp_path: Path) -> No
         main(["models", "import", str(model_dir), "--name", "copy", "--models-dir", str(tmp_path / "models")])
         == 2
     )
+
+
+def test_bias_compensation_flag_overrides_the_method_default() -> None:
+    from core.cli.engine_commands import settings_from_args
+    from core.cli.main import build_parser
+
+    def parsed(*flags: str):
+        args = build_parser().parse_args(["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags])
+        return settings_from_args(args)
+
+    assert parsed().bias_compensation is True
+    assert parsed("--no-bias-compensation").bias_compensation is False
+    assert parsed("--method", "flap").bias_compensation is False
