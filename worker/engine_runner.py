@@ -50,6 +50,12 @@ def trajectory_from_json(text: str) -> Any:
     return Trajectory.from_json(text)
 
 
+def settings_for_layout(prune_settings: PruneSettings, loaded: Any, layout: Layout) -> PruneSettings:
+    from core.engine.materialize import settings_for_layout as fit
+
+    return fit(prune_settings, loaded.model.config, layout)
+
+
 def run_prune(
     loaded: Any,
     items: list[Any],

@@ -129,6 +129,7 @@ class JobRun:
             raise UserInputError(error.message, field=error.field) from None
         resume = artifacts.load_trajectory(storage=self.storage, tenant_id=self.tenant_id, job_id=self.job_id)
         loaded = engine_runner.load(self.spec.model, self.settings)
+        prune_settings = engine_runner.settings_for_layout(prune_settings, loaded, self.spec.layout)
         items = self._calibration_items()
         if resume is not None:
             logger.info("job %s resumes after step %d", self.job_id, len(resume.steps))

@@ -99,7 +99,7 @@ def run_prune(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     from core.data.calibration import load_calibration_items
     from core.engine.loading import load_model
-    from core.engine.materialize import materialize
+    from core.engine.materialize import materialize, settings_for_layout
     from core.engine.pruner import prune
 
     items = load_calibration_items(
@@ -113,6 +113,7 @@ def run_prune(args: argparse.Namespace) -> int:
         allow_pickle=args.allow_pickle,
         allow_remote_code=args.allow_remote_code,
     )
+    settings = settings_for_layout(settings, loaded.model.config, Layout(args.layout))
     args.out.mkdir(parents=True, exist_ok=True)
     trajectory_path = args.out / "trajectory.json"
 

@@ -28,7 +28,7 @@ from core.engine.structures import Kind, LayerState, PruningState, Structure
 from core.engine.trajectory import Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
-from core.pruning_spec import Layout
+from core.pruning_spec import Layout, Method, PruneSettings
 
 MANIFEST = "gisp_manifest.json"
 MANIFEST_VERSION = 1
@@ -185,6 +185,28 @@ def _as_stock_model(loaded: LoadedModel, gisp: GispForCausalLM, state: PruningSt
     if getattr(config, "tie_word_embeddings", False):
         model.tie_weights()
     return model.eval()
+
+
+# stock classes with no switch for an o_proj / down_proj bias, so no room for compensation biases
+NO_STOCK_OUTPUT_BIAS = frozenset({"qwen2", "mistral"})
+
+
+def settings_for_layout(settings: PruneSettings, config: Any, layout: Layout) -> PruneSettings:
+    """Settings a run can honour in ``layout``, decided before hours of pruning rather than at the end.
+
+    A uniform checkpoint of a family without output biases cannot carry bias compensation: where the user
+    left compensation at its default it is turned off for the run; where they asked for it, that is an error.
+    """
+    fits = layout is not Layout.uniform or config.model_type not in NO_STOCK_OUTPUT_BIAS
+    if fits or not settings.bias_compensation or settings.method is Method.flap:
+        return settings  # FLAP always compensates: materialising it uniform reports the same error below
+    if "bias_compensation" in settings.model_fields_set:
+        raise UserInputError(
+            f"stock {config.model_type} has no output biases to carry bias compensation in the uniform layout; "
+            "use the nonuniform layout or set bias_compensation to false",
+            field="bias_compensation",
+        )
+    return settings.model_copy(update={"bias_compensation": False})
 
 
 def _enable_stock_biases(config: Any) -> None:

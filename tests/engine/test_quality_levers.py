@@ -3,6 +3,8 @@ the defaults search measures, each validated and each reducing to the old behavi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from pydantic import ValidationError
@@ -157,3 +159,28 @@ def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> 
     for index, step in enumerate(trajectory.steps):
         model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
         assert importance.calibration_loss(model, share) * scale == pytest.approx(step.loss, rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_uniform_runs_of_families_without_output_biases_drop_default_compensation(
+    family: str, tmp_path: Path
+) -> None:
+    from core.engine.materialize import materialize, settings_for_layout
+    from core.errors import UserInputError
+    from core.pruning_spec import Layout
+
+    loaded = build_loaded(family)
+    config = loaded.model.config
+    assert settings_for_layout(settings(), config, Layout.nonuniform).bias_compensation is True
+    fitted = settings_for_layout(settings(), config, Layout.uniform)
+    assert fitted.bias_compensation is False
+    with pytest.raises(UserInputError, match="no output biases") as refused:
+        settings_for_layout(settings(bias_compensation=True), config, Layout.uniform)
+    assert refused.value.field == "bias_compensation"
+
+    compensated = prune(loaded, ITEMS, settings())  # the default, materialised uniform: refused clearly
+    with pytest.raises(UserInputError, match="nonuniform layout"):
+        materialize(loaded, compensated, 0.4, tmp_path / "refused", layout=Layout.uniform)
+    plain = prune(loaded, ITEMS, fitted)
+    out = materialize(loaded, plain, 0.4, tmp_path / "uniform", layout=Layout.uniform)
+    assert (out / "model.safetensors").is_file()
