@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     bench = Benchmark(args)
     methods = [Method(m) for m in args.methods.split(",")]
-    layouts = args.layouts.split(",")
+    layouts = [layout for layout in args.layouts.split(",") if layout]  # "" = table 3 only
     sparsities = bench.base["sparsities"]
     jobs = [Job(m, Objective.perplexity) for m in methods]
     margin_jobs = [] if args.no_margin else [Job(m, Objective.margin) for m in methods if m.value in MARGIN_METHODS]
