@@ -106,6 +106,8 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     layouts = [layout for layout in LAYOUT_TITLES if layout in results["tables"]]
+    if not layouts:  # table 3 alone has no perplexity curve to draw
+        return path
     figure, axes = plt.subplots(1, len(layouts), figsize=(6 * len(layouts), 4.5), squeeze=False, sharey=True)
     dense = results["dense"]["ppl"]["perplexity"]
     for axis, layout in zip(axes[0], layouts):
