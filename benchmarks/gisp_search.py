@@ -49,12 +49,7 @@ def log(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from core.assets import smollm2_model_dir
-    from core.engine.loading import load_model
-
-    loaded = load_model(smollm2_model_dir())
-    split = lib.wikitext_split(loaded.tokenizer)
-    evaluator = lib.Evaluator(loaded, heldout_text=split.heldout_text)
+    loaded, split, evaluator = lib.smollm2_context()
     cache = lib.MetricCache(args.out)
     base: dict[str, Any] = {"sparsities": [float(s) for s in args.sparsities.split(",")]}
     report = [float(s) for s in args.report.split(",")]

@@ -104,14 +104,9 @@ def settings_for(job: Job, base: dict[str, Any], oneshot_samples: int) -> PruneS
 
 class Benchmark:
     def __init__(self, args: argparse.Namespace) -> None:
-        from core.assets import smollm2_model_dir
-        from core.engine.loading import load_model
-
         self.args = args
         self.cache = lib.MetricCache(args.out)
-        self.loaded = load_model(smollm2_model_dir())
-        self.split = lib.wikitext_split(self.loaded.tokenizer)
-        self.evaluator = lib.Evaluator(self.loaded, heldout_text=self.split.heldout_text)
+        self.loaded, self.split, self.evaluator = lib.smollm2_context()
         self.base = base_settings(args)
         self._margin_items: list | None = None
         self.ppl_windows = args.ppl_windows or None

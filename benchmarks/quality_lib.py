@@ -68,6 +68,16 @@ def wikitext_split(tokenizer: Any, holdout_tokens: int = HOLDOUT_TOKENS) -> Wiki
     return WikiSplit(list(items[:-count]), heldout, count)
 
 
+def smollm2_context() -> tuple[LoadedModel, WikiSplit, Evaluator]:
+    """The benchmarks' model, its WikiText-2 calibration / held-out split and an evaluator over both."""
+    from core.assets import smollm2_model_dir
+    from core.engine.loading import load_model
+
+    loaded = load_model(smollm2_model_dir())
+    split = wikitext_split(loaded.tokenizer)
+    return loaded, split, Evaluator(loaded, heldout_text=split.heldout_text)
+
+
 def cmqa_calibration(limit: int, seed: int = 0) -> list[CalibrationItem]:
     """The margin objective's calibration: a seeded mix of the CMQA train splits (never evaluated on)."""
     return load_calibration_items("cmqa", Objective.margin, limit=limit, seed=seed)
