@@ -24,7 +24,7 @@ from core.engine.loading import LoadedModel, file_sha256
 from core.engine.modeling.configuration_gisp import GispConfig
 from core.engine.modeling.modeling_gisp import GispForCausalLM
 from core.engine.slicing import slice_model
-from core.engine.structures import Kind, LayerState, PruningState, Structure
+from core.engine.structures import Geometry, Kind, LayerState, PruningState, Structure
 from core.engine.trajectory import Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
@@ -229,29 +229,36 @@ def _enable_stock_biases(config: Any) -> None:
 
 @torch.no_grad()
 def _compensate(model: GispForCausalLM, base: nn.Module, trajectory: Trajectory, state: PruningState) -> None:
-    """FLAP: fold each removed feature's mean input into the output bias, b += W[:, removed] · mean(removed)."""
-    g = trajectory.geometry
-    compensation = trajectory.compensation or {}
-    base_layers = base.model.layers
-    for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
-        base_attention, base_mlp = base_layers[index].self_attn, base_layers[index].mlp
-        dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
-        features = [h * g.head_dim + d for h in dead_heads for d in range(g.head_dim)]
-        _add_bias(
-            layer.self_attn.o_proj, base_attention.o_proj.weight, features, compensation[f"{index}.attn"]
-        )
-        dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
-        _add_bias(layer.mlp.down_proj, base_mlp.down_proj.weight, dead_channels, compensation[f"{index}.mlp"])
+    compensate_biases(model, base, trajectory.geometry, trajectory.compensation or {}, state)
     model.config.o_proj_bias = True
     model.config.down_proj_bias = True
 
 
-def _add_bias(linear: nn.Linear, base_weight: torch.Tensor, removed: list[int], means: list[float]) -> None:
-    bias = torch.zeros(linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)
-    if linear.bias is not None:
-        bias += linear.bias
+@torch.no_grad()
+def compensate_biases(
+    model: nn.Module, base: nn.Module, g: Geometry, means: dict[str, list[float]], state: PruningState
+) -> None:
+    """Set each o_proj / down_proj bias to the base bias plus W_base[:, removed] · mean(removed) (FLAP's form).
+
+    Computed from the base model every time, so the pruning loop (which calls it after every step) and a
+    checkpoint rebuilt from the trajectory get the very same biases.
+    """
+    for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
+        base_layer = base.model.layers[index]
+        dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
+        features = [h * g.head_dim + d for h in dead_heads for d in range(g.head_dim)]
+        _set_bias(layer.self_attn.o_proj, base_layer.self_attn.o_proj, features, means[f"{index}.attn"])
+        dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
+        _set_bias(layer.mlp.down_proj, base_layer.mlp.down_proj, dead_channels, means[f"{index}.mlp"])
+
+
+def _set_bias(linear: nn.Linear, base: nn.Linear, removed: list[int], means: list[float]) -> None:
+    weight = base.weight
+    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
+    if base.bias is not None:
+        bias += base.bias.detach()
     if removed:
-        index = torch.tensor(removed, device=base_weight.device)
-        mean = torch.tensor(means, dtype=torch.float32, device=base_weight.device)[index]
-        bias += (base_weight.float()[:, index] @ mean).to(bias.dtype)
+        index = torch.tensor(removed, device=weight.device)
+        mean = torch.tensor(means, dtype=torch.float32, device=weight.device)[index]
+        bias += (weight.detach().float()[:, index] @ mean).to(bias.dtype)
     linear.bias = nn.Parameter(bias, requires_grad=False)

@@ -20,6 +20,7 @@ from core.engine import importance
 from core.engine.architectures import geometry_of, to_gisp_model
 from core.engine.importance import LayerScores
 from core.engine.loading import LoadedModel
+from core.engine.materialize import compensate_biases
 from core.engine.objectives import CalibrationPool
 from core.engine.schedule import protected_layers, step_targets
 from core.engine.slicing import slice_model
@@ -397,35 +398,6 @@ class _Compensation:
                     if feature in live:
                         self.means[key][feature] = round(values[position], 7)
 
-    @torch.no_grad()
     def apply(self, model: torch.nn.Module, state: PruningState) -> None:
         """Set every o_proj and down_proj bias to the base bias plus its dead features' compensation."""
-        g = self.geometry
-        for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
-            base = self.base.model.layers[index]
-            dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
-            dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
-            _compensated_bias(
-                layer.self_attn.o_proj,
-                base.self_attn.o_proj,
-                self._head_features(dead_heads),
-                self.means[f"{index}.attn"],
-            )
-            _compensated_bias(
-                layer.mlp.down_proj, base.mlp.down_proj, dead_channels, self.means[f"{index}.mlp"]
-            )
-
-
-def _compensated_bias(
-    linear: torch.nn.Linear, base: torch.nn.Linear, removed: list[int], means: list[float]
-) -> None:
-    """``materialize._add_bias``'s arithmetic on the base weights, so training-time and saved biases agree."""
-    weight = base.weight
-    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-    if base.bias is not None:
-        bias += base.bias.detach()
-    if removed:
-        index = torch.tensor(removed, device=weight.device)
-        mean = torch.tensor(means, dtype=torch.float32, device=weight.device)[index]
-        bias += (weight.detach().float()[:, index] @ mean).to(bias.dtype)
-    linear.bias = torch.nn.Parameter(bias, requires_grad=False)
+        compensate_biases(model, self.base, self.geometry, self.means, state)
