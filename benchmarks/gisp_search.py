@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oneshot-samples", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="only evaluate runs already cached")
+    parser.add_argument("--refit", action="store_true", help="also evaluate each point with the least-squares refit")
     return parser.parse_args(argv)
 
 
@@ -68,29 +69,37 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{name}: not pruned yet, skipped")
             continue
         run = lib.pruned_run(loaded, split.calibration, settings, args.out, label=name, log=log)
-        row = {"name": name, "key": run.key, "prune_s": run.prune_seconds, "ppl": {}}
+        row = {"name": name, "key": run.key, "prune_s": run.prune_seconds, "ppl": {}, "refit": {}}
+        metric = f"ppl_heldout_w128_n{args.windows}"
         for sparsity in report:
-            model = lib.model_at(loaded, run.trajectory, sparsity, "nonuniform")
-            metric = f"ppl_heldout_w128_n{args.windows}"
-            value = cache.get_or_compute(
-                run.key, "nonuniform", sparsity, metric, lambda m=model: evaluator.perplexity(m, "heldout", args.windows)
-            )
-            row["ppl"][sparsity] = value["perplexity"]
+            for refit in (False, True) if args.refit else (False,):
+                def compute(
+                    refit: bool = refit, sparsity: float = sparsity, trajectory: Any = run.trajectory
+                ) -> dict[str, Any]:
+                    model = lib.model_at(
+                        loaded, trajectory, sparsity, "nonuniform", refit=refit, calibration=split.calibration
+                    )
+                    return evaluator.perplexity(model, "heldout", args.windows)
+
+                key = run.key + ("-refit" if refit else "")
+                value = cache.get_or_compute(key, "nonuniform", sparsity, metric, compute)
+                row["refit" if refit else "ppl"][sparsity] = value["perplexity"]
             heads = sum(len(layer.heads) for layer in run.trajectory.state_at(sparsity).layers)
             row.setdefault("heads", {})[sparsity] = heads
         rows.append(row)
         log(f"{name}: " + ", ".join(f"{s:.0%} {row['ppl'][s]:.1f} ({row['heads'][s]} heads)" for s in report))
-    print_table(rows, report)
+    print_table(rows, report, args.refit)
     return 0
 
 
-def print_table(rows: list[dict[str, Any]], report: list[float]) -> None:
-    header = "| run | " + " | ".join(f"held-out ppl {s:.0%} (heads)" for s in report) + " | prune s |"
-    print(header)
-    print("|---|" + "---|" * (len(report) + 1))
+def print_table(rows: list[dict[str, Any]], report: list[float], refit: bool) -> None:
+    columns = [f"held-out ppl {s:.0%} (heads)" for s in report] + ([f"refit {s:.0%}" for s in report] if refit else [])
+    print("| run | " + " | ".join(columns) + " | prune s |")
+    print("|---|" + "---|" * (len(columns) + 1))
     for row in rows:
-        cells = " | ".join(f"{row['ppl'][s]:.1f} ({row['heads'][s]})" for s in report)
-        print(f"| {row['name']} | {cells} | {row['prune_s']:.0f} |")
+        cells = [f"{row['ppl'][s]:.1f} ({row['heads'][s]})" for s in report]
+        cells += [f"{row['refit'][s]:.1f}" for s in report] if refit else []
+        print(f"| {row['name']} | {' | '.join(cells)} | {row['prune_s']:.0f} |")
 
 
 if __name__ == "__main__":

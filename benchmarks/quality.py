@@ -38,6 +38,7 @@ from core.pruning_spec import ONE_SHOT_METHODS, Method, Objective, PruneSettings
 ALL_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap", "magnitude", "random")
 DATA_FREE = frozenset({Method.magnitude, Method.random})
 MARGIN_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap")
+REFIT_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap")
 PLOT = Path(__file__).resolve().parent / "quality_perplexity.png"
 
 
@@ -47,17 +48,26 @@ class Job:
 
     method: Method
     objective: Objective
+    refit: bool = False  # checkpoints refitted by least squares (the engine's default for every method)
 
     @property
     def label(self) -> str:
         suffix = "" if self.objective is Objective.perplexity else f" ({self.objective.value}, CMQA)"
-        return f"{self.method.value}{suffix}"
+        return f"{self.method.value}{' + refit' if self.refit else ''}{suffix}"
+
+    @property
+    def metric_key(self) -> str:
+        return "-refit" if self.refit else ""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
-    parser.add_argument("--methods", default=",".join(ALL_METHODS))
+    parser.add_argument("--methods", default=",".join(ALL_METHODS), help="rows as each method is published")
+    parser.add_argument(
+        "--refit-methods", default=",".join(REFIT_METHODS),
+        help="rows with the least-squares refit of every checkpoint (reconstruction), the engine's default",
+    )
     parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
     parser.add_argument("--ppl-windows", type=int, default=256, help="first N test windows of 128; 0 = all")
     parser.add_argument("--cmqa-limit", type=int, default=30, help="first N eval items per task; 0 = all")
@@ -96,7 +106,7 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def settings_for(job: Job, base: dict[str, Any], oneshot_samples: int) -> PruneSettings:
     """The job's settings; one-shot data-driven methods read ``oneshot_samples`` sequences in their one step."""
-    values = dict(base, method=job.method, objective=job.objective)
+    values = dict(base, method=job.method, objective=job.objective, reconstruction=job.refit)
     if job.method in ONE_SHOT_METHODS and job.method not in DATA_FREE:
         values["samples"] = oneshot_samples
     return PruneSettings(**values)
@@ -129,16 +139,19 @@ class Benchmark:
     # ------------------------------------------------------------------ metrics
 
     def metrics(
-        self, run: lib.CachedRun | None, sparsity: float, layout: str, cmqa_limit: int | None = None
+        self, job: Job, run: lib.CachedRun | None, sparsity: float, layout: str, cmqa_limit: int | None = None
     ) -> dict[str, Any]:
         """Perplexity and CMQA accuracy of one model (cached), with its measured sparsity and size."""
-        key = run.key if run is not None else "dense"
+        key = run.key + job.metric_key if run is not None else "dense"
         model = None
 
         def get_model() -> torch.nn.Module:
             nonlocal model
             if model is None:
-                model = lib.model_at(self.loaded, run.trajectory if run else None, sparsity, layout)
+                model = lib.model_at(
+                    self.loaded, run.trajectory if run else None, sparsity, layout,
+                    refit=job.refit, calibration=self.items_for(job),
+                )
             return model
 
         def cached(metric: str, compute: Any) -> Any:
@@ -161,7 +174,10 @@ class Benchmark:
         return result
 
     def latencies(self, models: list[tuple[str, lib.CachedRun | None, float, str]]) -> dict[str, dict[str, Any]]:
-        """Round-robin over every model so slow and busy moments of the machine hit all of them alike."""
+        """Round-robin over every model so slow and busy moments of the machine hit all of them alike.
+
+        Measured on the models as published: the refit changes weights and adds biases, not shapes.
+        """
         times: dict[str, list[float]] = {name: [] for name, *_ in models}
         for repeat in range(self.args.latency_repeats):
             self.log(f"latency round {repeat + 1}/{self.args.latency_repeats}")
@@ -181,11 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     bench = Benchmark(args)
-    methods = [Method(m) for m in args.methods.split(",")]
+    methods = [Method(m) for m in args.methods.split(",") if m]
+    refit_methods = [Method(m) for m in args.refit_methods.split(",") if m]
     layouts = [layout for layout in args.layouts.split(",") if layout]  # "" = table 3 only
     sparsities = bench.base["sparsities"]
-    jobs = [Job(m, Objective.perplexity) for m in methods]
-    margin_jobs = [] if args.no_margin else [Job(m, Objective.margin) for m in methods if m.value in MARGIN_METHODS]
+    variants = [(m, False) for m in methods] + [(m, True) for m in refit_methods]
+    jobs = [Job(m, Objective.perplexity, refit) for m, refit in variants]
+    margin_jobs = [] if args.no_margin else [
+        Job(m, Objective.margin, refit) for m, refit in variants if m.value in MARGIN_METHODS
+    ]
     runs = {job: bench.run(job) for job in jobs + margin_jobs}
     if args.stage == "prune":
         return 0
@@ -205,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             "cmqa": f"first {bench.cmqa_limit or 'all'} eval items per task "
             f"(table 3: {args.margin_cmqa_limit or 'all'}), {', '.join(bench.evaluator.tasks)}",
         },
-        "dense": bench.metrics(None, 0.0, "nonuniform"),
+        "dense": bench.metrics(Job(Method.gisp, Objective.perplexity), None, 0.0, "nonuniform"),
         "tables": {},
     }
     uniform_methods = set(args.uniform_methods.split(","))
@@ -219,22 +239,24 @@ def main(argv: list[str] | None = None) -> int:
             for sparsity in sparsities:
                 bench.log(f"evaluating {job.label} {layout} {sparsity}")
                 rows.append({"method": job.label, "target": sparsity, "layout": layout,
-                             "prune_seconds": run.prune_seconds, **bench.metrics(run, sparsity, layout)})
+                             "prune_seconds": run.prune_seconds, **bench.metrics(job, run, sparsity, layout)})
         results["tables"][layout] = rows
     if margin_jobs:
         results["tables"]["margin"] = margin_table(bench, runs, jobs, margin_jobs)
     if args.latency_repeats:
+        measured = {job.method: job for layout in layouts for job in layout_jobs[layout]}  # one per method
         models = [("dense", None, 0.0, "nonuniform")] + [
-            (f"{job.label}|{layout}|{s}", runs[job], s, layout)
+            (f"{method.value}|{layout}|{s}", runs[job], s, layout)
             for layout in layouts
-            for job in layout_jobs[layout]
+            for method, job in measured.items()
+            if job in layout_jobs[layout]
             for s in sparsities
         ]
         latency = bench.latencies(models)
         results["latency"] = latency
         for layout in layouts:
             for row in results["tables"][layout]:
-                row["latency"] = latency[f"{row['method']}|{layout}|{row['target']}"]
+                row["latency"] = latency.get(f"{row['method'].split(' ')[0]}|{layout}|{row['target']}")
         results["dense"]["latency"] = latency["dense"]
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +280,7 @@ def margin_table(bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: lis
         bench.log(f"evaluating {job.label} margin table {sparsity}")
         rows.append({"method": job.label, "objective": job.objective.value, "target": sparsity,
                      "prune_seconds": runs[job].prune_seconds,
-                     **bench.metrics(runs[job], sparsity, "nonuniform", bench.args.margin_cmqa_limit or None)})
+                     **bench.metrics(job, runs[job], sparsity, "nonuniform", bench.args.margin_cmqa_limit or None)})
     return rows
 
 

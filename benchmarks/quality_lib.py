@@ -10,6 +10,7 @@ search tunes on their perplexity, so the benchmark's WikiText-2 *test* numbers a
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from core.data.calibration import CalibrationItem, fingerprint, load_calibration
 from core.data.tasks import load_task
 from core.data.text import wikitext2_text
 from core.engine.loading import LoadedModel
-from core.engine.materialize import pruned_model, stock_uniform_state
+from core.engine.materialize import NO_STOCK_OUTPUT_BIAS, checkpoint_model, stock_uniform_state
 from core.engine.pruner import prune
 from core.engine.structures import PruningState
 from core.engine.trajectory import Trajectory
@@ -43,6 +44,8 @@ HOLDOUT_TOKENS = 16_384  # 128 windows of 128 tokens at the end of WikiText-2 va
 # New PruneSettings fields, with the value that reproduces the engine as it was before they existed:
 # dropped from cache keys so trajectories pruned before a field was added stay valid.
 NEUTRAL_SETTINGS: dict[str, Any] = {"bias_compensation": False}
+# read only when a checkpoint is built, so runs that differ only here share one trajectory
+CHECKPOINT_SETTINGS = ("reconstruction", "reconstruction_samples")
 
 
 # --------------------------------------------------------------------------- data
@@ -161,6 +164,8 @@ def _write_atomic(path: Path, data: Any) -> None:
 def settings_key(settings: PruneSettings, items: Sequence[CalibrationItem], loaded: LoadedModel) -> str:
     """What fixes a trajectory: the settings (new fields at their neutral value left out), data, weights."""
     dumped = settings.model_dump(mode="json")
+    for name in CHECKPOINT_SETTINGS:
+        dumped.pop(name, None)
     for name, neutral in NEUTRAL_SETTINGS.items():
         if dumped.get(name) == neutral:
             dumped.pop(name, None)
@@ -243,11 +248,24 @@ def state_for(loaded: LoadedModel, trajectory: Trajectory, sparsity: float, layo
     return trajectory.state_at(sparsity)
 
 
-def model_at(loaded: LoadedModel, trajectory: Trajectory | None, sparsity: float, layout: str) -> torch.nn.Module:
-    """The dense base model at sparsity 0, else the sliced model of ``layout`` (sharing the base's weights)."""
+def model_at(
+    loaded: LoadedModel,
+    trajectory: Trajectory | None,
+    sparsity: float,
+    layout: str,
+    *,
+    refit: bool = False,
+    calibration: Sequence[CalibrationItem] | None = None,
+) -> torch.nn.Module:
+    """The dense base model at sparsity 0, else the checkpoint model of ``layout`` at ``sparsity``, with or
+    without the least-squares refit (on ``calibration``, the run's items) whatever the run itself asked for."""
     if trajectory is None or sparsity == 0.0:
         return loaded.model
-    return pruned_model(loaded, trajectory, state_for(loaded, trajectory, sparsity, layout))
+    settings = {**trajectory.settings, "reconstruction": refit}
+    variant = dataclasses.replace(trajectory, settings=settings)
+    state = state_for(loaded, variant, sparsity, layout)
+    biases = layout != "uniform" or loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
+    return checkpoint_model(loaded, variant, state, calibration, output_biases=biases)
 
 
 # --------------------------------------------------------------------------- machine

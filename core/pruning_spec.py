@@ -80,6 +80,16 @@ class PruneSettings(BaseModel):
         "from; scores then count only each feature's deviation from its mean",
     )
 
+    reconstruction: bool = Field(
+        True,
+        description="refit each checkpoint's o_proj / down_proj by least squares so every layer's output "
+        "matches the dense layer's on calibration tokens (a closed-form solve, no training; the pruned "
+        "structures stay as chosen)",
+    )
+    reconstruction_samples: int = Field(
+        128, ge=1, le=100_000, description="calibration sequences of seq_len tokens the refit reads"
+    )
+
     @field_validator("sparsities")
     @classmethod
     def _sparsities_in_range_and_distinct(cls, values: list[float]) -> list[float]:

@@ -53,8 +53,11 @@ def materialize_checkpoint(
     sparsity: float,
     layout: Layout,
     is_target: bool,
+    calibration: list[Any],
 ) -> None:
     """Materialise one sparsity, upload its files (multipart when large) and mark the checkpoint ready.
+
+    ``calibration``: the job's items, which the checkpoint's least-squares refit reads.
 
     Idempotent: a checkpoint already ready is left alone, and a half-uploaded one is simply rewritten.
     """
@@ -72,7 +75,9 @@ def materialize_checkpoint(
     prefix = checkpoint_prefix(tenant_id, job_id, label)
     uploaded = []
     with tempfile.TemporaryDirectory(prefix="gisp-ckpt-") as tmp:
-        out = engine_runner.materialize(loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout)
+        out = engine_runner.materialize(
+            loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout, calibration
+        )
         for path in sorted(p for p in out.rglob("*") if p.is_file()):
             name = path.relative_to(out).as_posix()
             uploaded.append((name, storage.put_file(f"{prefix}/{name}", path)))

@@ -70,10 +70,12 @@ def run_prune(
     return prune(loaded, items, prune_settings, on_step=on_step, should_stop=should_stop, resume=resume)
 
 
-def materialize(loaded: Any, trajectory: Any, sparsity: float, out_dir: Path, layout: Layout) -> Path:
+def materialize(
+    loaded: Any, trajectory: Any, sparsity: float, out_dir: Path, layout: Layout, calibration: list[Any]
+) -> Path:
     from core.engine.materialize import materialize as engine_materialize
 
-    return engine_materialize(loaded, trajectory, sparsity, out_dir, layout=layout)
+    return engine_materialize(loaded, trajectory, sparsity, out_dir, layout=layout, calibration=calibration)
 
 
 def preload() -> None:

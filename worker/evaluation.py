@@ -43,7 +43,13 @@ SPECIAL_EVALUATIONS = {"perplexity", "gsm8k", "efficiency"}
 
 
 def run_evaluations(
-    *, loaded: Any, trajectory: Any, sparsities: list[float], names: list[str], settings: Settings
+    *,
+    loaded: Any,
+    trajectory: Any,
+    calibration: list[Any],
+    sparsities: list[float],
+    names: list[str],
+    settings: Settings,
 ) -> tuple[dict[str, Any] | None, dict[str, bytes]]:
     """``core.eval``'s report over the dense model and every target, and its plots; None when none asked.
 
@@ -57,7 +63,7 @@ def run_evaluations(
         from core.eval.plots import plot_report
     except ImportError as error:
         return {"skipped": f"evaluation unavailable on this worker ({error})", "requested": names}, {}
-    from core.engine.materialize import pruned_model
+    from core.engine.materialize import checkpoint_model
 
     tasks = [name for name in names if name not in SPECIAL_EVALUATIONS]
     options = {
@@ -71,7 +77,7 @@ def run_evaluations(
     try:
         results = {0.0: evaluate_model(loaded.model, loaded.tokenizer, **options)}
         for sparsity in sparsities:
-            model = pruned_model(loaded, trajectory, trajectory.state_at(sparsity))
+            model = checkpoint_model(loaded, trajectory, trajectory.state_at(sparsity), calibration)
             results[sparsity] = evaluate_model(model, loaded.tokenizer, **options)
         report = eval_report(results, model=dict(trajectory.base_model))
     except Exception as error:  # missing evaluation data or an evaluation bug must not fail a pruned job
@@ -109,11 +115,25 @@ def loss_plot(trajectory: Any) -> bytes | None:
 
 
 def build_report(
-    *, loaded: Any, trajectory: Any, targets: list[float], evaluations: list[str], settings: Settings
+    *,
+    loaded: Any,
+    trajectory: Any,
+    calibration: list[Any],
+    targets: list[float],
+    evaluations: list[str],
+    settings: Settings,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The report JSON and the files it links to (name -> bytes, served under /report/files/)."""
+    """The report JSON and the files it links to (name -> bytes, served under /report/files/).
+
+    The evaluated models are the checkpoints as downloaded (refitted on ``calibration`` where the run asks).
+    """
     evaluation, files = run_evaluations(
-        loaded=loaded, trajectory=trajectory, sparsities=targets, names=evaluations, settings=settings
+        loaded=loaded,
+        trajectory=trajectory,
+        calibration=calibration,
+        sparsities=targets,
+        names=evaluations,
+        settings=settings,
     )
     plot = loss_plot(trajectory)
     if plot is not None:

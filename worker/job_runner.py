@@ -13,25 +13,22 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
-from core.db.models import CalibrationSet, Job
+from core.db.models import Job
 from core.db.session import session_scope
 from core.errors import UserInputError
 from core.jobs import crud
-from core.jobs.references import check_named_set
 from core.jobs.states import JobStatus
 from core.schemas.jobs import JobCreate, SpecError
 from core.settings import Settings
 from core.storage import Storage, StorageError, get_storage, report_key
-from worker import artifacts, engine_runner, evaluation
+from worker import artifacts, calibration, engine_runner, evaluation
 from worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -164,32 +161,15 @@ class JobRun:
                 sparsity=sparsity,
                 layout=self.spec.layout,
                 is_target=True,
+                calibration=items,
             )
-        self._write_report(loaded, trajectory, prune_settings.sparsities)
+        self._write_report(loaded, trajectory, prune_settings.sparsities, items)
         return self._finish(JobStatus.succeeded, None, None, None)
 
     def _calibration_items(self) -> list[Any]:
-        calibration = self.spec.calibration
-        if calibration.name is not None:
-            problem = check_named_set(calibration.name, self.spec.objective)
-            if problem:
-                raise UserInputError(problem, field="calibration.name", code="invalid_calibration")
-            return engine_runner.calibration_items(
-                calibration.name, self.spec.objective, self.settings, self.spec.seed
-            )
-        with session_scope(self.settings) as session:
-            record = session.get(CalibrationSet, calibration.set_id)
-            if record is None or record.tenant_id != self.tenant_id:
-                raise UserInputError(
-                    "the calibration set no longer exists",
-                    field="calibration.set_id",
-                    code="unknown_calibration_set",
-                )
-            key = record.storage_key
-        with tempfile.TemporaryDirectory(prefix="gisp-cal-") as tmp:
-            path = Path(tmp) / "data.jsonl"
-            self.storage.download_file(key, path)
-            return engine_runner.calibration_items(path, self.spec.objective, self.settings, self.spec.seed)
+        return calibration.job_calibration_items(
+            settings=self.settings, storage=self.storage, tenant_id=self.tenant_id, spec=self.spec
+        )
 
     def _on_step(self, record: Any, trajectory: Any) -> None:
         """Persist the trajectory first, then the progress: the database never runs ahead of storage."""
@@ -231,10 +211,11 @@ class JobRun:
             self.cancel_seen = True
         return self.cancel_seen
 
-    def _write_report(self, loaded: Any, trajectory: Any, targets: list[float]) -> None:
+    def _write_report(self, loaded: Any, trajectory: Any, targets: list[float], items: list[Any]) -> None:
         report, files = evaluation.build_report(
             loaded=loaded,
             trajectory=trajectory,
+            calibration=items,
             targets=targets,
             evaluations=self.spec.evaluations,
             settings=self.settings,

@@ -16,7 +16,7 @@ from core.jobs.states import JobStatus
 from core.schemas.jobs import JobCreate
 from core.settings import get_settings
 from core.storage import get_storage
-from worker import artifacts, engine_runner
+from worker import artifacts, calibration, engine_runner
 from worker.celery_app import MATERIALIZE_TASK, REAP_TASK, RUN_JOB_TASK, app
 from worker.job_runner import TRANSIENT_ERRORS, JobRun, TransientFailure
 
@@ -89,6 +89,9 @@ def materialize_checkpoint(self, job_id: str, label: str) -> str:  # type: ignor
                 "this job has no trajectory yet", field="sparsity", code="sparsity_not_reached"
             )
         loaded = engine_runner.load(spec.model, settings)
+        items = calibration.job_calibration_items(
+            settings=settings, storage=storage, tenant_id=tenant_id, spec=spec
+        )
         artifacts.materialize_checkpoint(
             settings=settings,
             storage=storage,
@@ -99,6 +102,7 @@ def materialize_checkpoint(self, job_id: str, label: str) -> str:  # type: ignor
             sparsity=sparsity,
             layout=spec.layout,
             is_target=False,
+            calibration=items,
         )
         return "ready"
     except UserInputError as error:

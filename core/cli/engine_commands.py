@@ -46,6 +46,12 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         help="fold removed structures' mean output into biases (default: on for gisp and gisp-oneshot)",
     )
+    prune.add_argument(
+        "--reconstruction",
+        action=argparse.BooleanOptionalAction,
+        help="refit each checkpoint's output projections by least squares on calibration tokens (default: on)",
+    )
+    prune.add_argument("--reconstruction-samples", type=int, help="calibration sequences the refit reads")
     prune.add_argument("--layout", default="nonuniform", choices=[layout.value for layout in Layout])
     prune.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     prune.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -71,6 +77,10 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     materialize.add_argument("--model", help="base model reference, if it moved since the run")
     materialize.add_argument("--device", default="cpu")
     materialize.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    materialize.add_argument(
+        "--calibration", help="the run's calibration set or file, when the run refits checkpoints (reconstruction)"
+    )
+    materialize.add_argument("--data-dir", type=Path, help="folder of named calibration sets")
     materialize.set_defaults(handler=run_materialize)
     add_model_parsers(subparsers)
 
@@ -82,7 +92,19 @@ def settings_from_args(args: argparse.Namespace) -> PruneSettings:
     except ValueError:
         raise UserInputError(f"not a list of numbers: '{args.sparsities}'", field="--sparsities") from None
     values: dict[str, object] = {"method": args.method, "objective": args.objective, "sparsities": sparsities}
-    for flag in ("steps", "schedule", "normalization", "samples", "seq_len", "batch_size", "seed", "bias_compensation"):
+    flags = (
+        "steps",
+        "schedule",
+        "normalization",
+        "samples",
+        "seq_len",
+        "batch_size",
+        "seed",
+        "bias_compensation",
+        "reconstruction",
+        "reconstruction_samples",
+    )
+    for flag in flags:
         if getattr(args, flag) is not None:
             values[flag] = getattr(args, flag)
     if args.protected_layers:
@@ -124,7 +146,12 @@ def run_prune(args: argparse.Namespace) -> int:
     save(None, trajectory)
     for sparsity in settings.sparsities:
         path = materialize(
-            loaded, trajectory, sparsity, args.out / checkpoint_dirname(sparsity), layout=args.layout
+            loaded,
+            trajectory,
+            sparsity,
+            args.out / checkpoint_dirname(sparsity),
+            layout=args.layout,
+            calibration=items,
         )
         manifest = json.loads((path / "gisp_manifest.json").read_text())
         print(
@@ -158,7 +185,13 @@ def run_materialize(args: argparse.Namespace) -> int:
         raise UserInputError(
             "the base model's weights differ from the ones this trajectory pruned", field="--model"
         )
-    path = materialize(loaded, trajectory, args.sparsity, args.out, layout=args.layout)
+    items = None
+    if args.calibration:
+        from core.data.calibration import load_calibration_items
+
+        run = PruneSettings.model_validate(trajectory.settings)
+        items = load_calibration_items(args.calibration, run.objective, data_dir=args.data_dir, seed=run.seed)
+    path = materialize(loaded, trajectory, args.sparsity, args.out, layout=args.layout, calibration=items)
     print(path, file=sys.stdout)
     return 0
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,13 @@ import torch
 from torch import nn
 from transformers import AutoModelForCausalLM
 
+from core.data.calibration import CalibrationItem, fingerprint
 from core.engine.architectures import stock_config_for_uniform, to_gisp_model
 from core.engine.loading import LoadedModel, file_sha256
 from core.engine.modeling.configuration_gisp import GispConfig
 from core.engine.modeling.modeling_gisp import GispForCausalLM
+from core.engine.objectives import Batch, CalibrationPool
+from core.engine.reconstruct import reconstruct_outputs
 from core.engine.slicing import slice_model
 from core.engine.structures import Geometry, Kind, LayerState, PruningState, Structure
 from core.engine.trajectory import Trajectory
@@ -43,6 +47,52 @@ def pruned_model(loaded: LoadedModel, trajectory: Trajectory, state: PruningStat
     return model
 
 
+def checkpoint_model(
+    loaded: LoadedModel,
+    trajectory: Trajectory,
+    state: PruningState,
+    calibration: Sequence[CalibrationItem] | None,
+    *,
+    output_biases: bool = True,
+) -> GispForCausalLM:
+    """The model a checkpoint at ``state`` holds: the sliced model, refitted by least squares when the run
+    asked for reconstruction (which reads ``calibration``, the run's own items), else as ``pruned_model``.
+
+    ``output_biases=False`` (a stock family with no o_proj / down_proj bias) refits the weights alone.
+    """
+    if not trajectory.settings.get("reconstruction"):
+        return pruned_model(loaded, trajectory, state)
+    batches = reconstruction_batches(loaded, trajectory, calibration)
+    model = to_gisp_model(loaded.model)
+    slice_model(model, PruningState.dense(trajectory.geometry), state)
+    reconstruct_outputs(
+        model, to_gisp_model(loaded.model), trajectory.geometry, state, batches, fit_bias=output_biases
+    )
+    return model
+
+
+# the pool's draw for the refit: steps draw 0, 1, 2, ..., so this one is never a step's batch
+RECONSTRUCTION_DRAW = -1
+
+
+def reconstruction_batches(
+    loaded: LoadedModel, trajectory: Trajectory, calibration: Sequence[CalibrationItem] | None
+) -> list[Batch]:
+    """The refit's calibration batches, drawn as the run drew its own, from the very items it pruned on."""
+    if calibration is None:
+        raise UserInputError(
+            "this run refits its checkpoints on its calibration data (reconstruction); pass the same calibration",
+            field="calibration",
+        )
+    if fingerprint(calibration) != trajectory.calibration_fingerprint:
+        raise UserInputError(
+            "the calibration data differs from the data this trajectory was pruned on", field="calibration"
+        )
+    settings = PruneSettings.model_validate(trajectory.settings)
+    draw = settings.model_copy(update={"samples": settings.reconstruction_samples})
+    return CalibrationPool(calibration, loaded.tokenizer, draw).batches(RECONSTRUCTION_DRAW)
+
+
 def materialize(
     loaded: LoadedModel,
     trajectory: Trajectory,
@@ -50,18 +100,23 @@ def materialize(
     out_dir: str | Path,
     *,
     layout: Layout | str = Layout.nonuniform,
+    calibration: Sequence[CalibrationItem] | None = None,
 ) -> Path:
-    """Write the checkpoint at ``sparsity`` (the first trajectory point reaching it) to ``out_dir``."""
+    """Write the checkpoint at ``sparsity`` (the first trajectory point reaching it) to ``out_dir``.
+
+    ``calibration``: the run's items, needed when it refits its checkpoints (``reconstruction``).
+    """
     layout = Layout(layout)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if layout is Layout.uniform:
         state = stock_uniform_state(loaded, trajectory, sparsity)
-        gisp = pruned_model(loaded, trajectory, state)
+        biases = loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
+        gisp = checkpoint_model(loaded, trajectory, state, calibration, output_biases=biases)
         model = _as_stock_model(loaded, gisp, state)
     else:
         state = trajectory.state_at(sparsity)
-        model = pruned_model(loaded, trajectory, state)
+        model = checkpoint_model(loaded, trajectory, state, calibration)
         GispConfig.register_for_auto_class()
         GispForCausalLM.register_for_auto_class("AutoModelForCausalLM")
     model.generation_config = loaded.model.generation_config
@@ -194,11 +249,13 @@ NO_STOCK_OUTPUT_BIAS = frozenset({"qwen2", "mistral"})
 def settings_for_layout(settings: PruneSettings, config: Any, layout: Layout) -> PruneSettings:
     """Settings a run can honour in ``layout``, decided before hours of pruning rather than at the end.
 
-    A uniform checkpoint of a family without output biases cannot carry bias compensation: where the user
-    left compensation at its default it is turned off for the run; where they asked for it, that is an error.
+    A uniform checkpoint of a family without output biases cannot carry bias compensation: unless the run
+    refits its checkpoints (which then fits weights alone), compensation left at its default is turned off
+    for the run, and an explicit request for it is an error.
     """
     fits = layout is not Layout.uniform or config.model_type not in NO_STOCK_OUTPUT_BIAS
-    if fits or not settings.bias_compensation or settings.method is Method.flap:
+    if fits or settings.reconstruction or not settings.bias_compensation or settings.method is Method.flap:
+        # a refitted checkpoint there fits weights alone, so compensation still serves the run's scoring
         return settings  # FLAP always compensates: materialising it uniform reports the same error below
     if "bias_compensation" in settings.model_fields_set:
         raise UserInputError(

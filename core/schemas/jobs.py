@@ -127,6 +127,11 @@ class JobCreate(BaseModel):
     bias_compensation: bool | None = Field(
         None, description="fold removed structures' mean output into biases (engine default: on for gisp)"
     )
+    reconstruction: bool | None = Field(
+        None,
+        description="refit each checkpoint's o_proj / down_proj by least squares on the calibration data "
+        "(engine default: on)",
+    )
     seed: int = 0
     evaluations: list[str] = Field(default_factory=list, max_length=16, examples=[["perplexity"]])
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
@@ -165,6 +170,7 @@ class JobCreate(BaseModel):
             "schedule": self.schedule,
             "normalization": self.normalization,
             "bias_compensation": self.bias_compensation,
+            "reconstruction": self.reconstruction,
             "samples": self.calibration.samples,
             "seq_len": self.calibration.seq_len,
             "batch_size": self.calibration.batch_size,

@@ -237,3 +237,13 @@ def test_bias_compensation_is_refused_where_the_method_cannot_use_it(client_fact
     assert "gisp" in refused.json()["error"]["message"]
     accepted = client.post("/v1/jobs", json=body | {"bias_compensation": False})
     assert accepted.status_code == 201, accepted.text
+
+
+def test_reconstruction_is_a_job_option_validated_at_the_boundary(client_factory, body: dict) -> None:
+    client = client_factory("reconstruction")
+    refused = client.post("/v1/jobs", json=body | {"reconstruction": "sometimes"})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["field"] == "reconstruction"
+    accepted = client.post("/v1/jobs", json=body | {"reconstruction": False})
+    assert accepted.status_code == 201, accepted.text
+    assert accepted.json()["request"]["reconstruction"] is False

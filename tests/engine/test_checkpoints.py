@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from core.data.calibration import TextItem
-from core.engine.materialize import materialize, pruned_model, stock_uniform_state
+from core.engine.materialize import checkpoint_model, materialize, stock_uniform_state
 from core.engine.pruner import prune
 from core.pruning_spec import Method, PruneSettings
 from tests.engine.conftest import CORPUS, build_loaded
@@ -20,10 +20,17 @@ ITEMS = [TextItem(text=" ".join(CORPUS))]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def run(family: str = "llama", method: Method = Method.gisp, **kwargs):
+def run(family: str = "llama", method: Method = Method.gisp, reconstruction: bool = True, **kwargs):
     loaded = build_loaded(family, **kwargs)
     settings = PruneSettings(
-        method=method, sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2
+        method=method,
+        sparsities=[0.3, 0.5],
+        steps=4,
+        samples=4,
+        seq_len=16,
+        batch_size=2,
+        reconstruction=reconstruction,
+        reconstruction_samples=8,
     )
     return loaded, prune(loaded, ITEMS, settings)
 
@@ -37,7 +44,7 @@ def test_nonuniform_checkpoint_loads_on_stock_transformers_and_generates(
     tmp_path: Path, family: str, heads: int, kv_heads: int
 ) -> None:
     loaded, trajectory = run(family, heads=heads, kv_heads=kv_heads)
-    out = materialize(loaded, trajectory, 0.5, tmp_path / "ckpt")
+    out = materialize(loaded, trajectory, 0.5, tmp_path / "ckpt", calibration=ITEMS)
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "modeling_gisp.py", "configuration_gisp.py"} <= names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
@@ -50,7 +57,7 @@ def test_nonuniform_checkpoint_loads_on_stock_transformers_and_generates(
 
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     assert type(reloaded).__name__ == "GispForCausalLM"
-    in_memory = pruned_model(loaded, trajectory, trajectory.state_at(0.5)).eval()
+    in_memory = checkpoint_model(loaded, trajectory, trajectory.state_at(0.5), ITEMS).eval()
     ids = torch.randint(3, 300, (1, 10))
     with torch.no_grad():
         torch.testing.assert_close(reloaded(ids).logits, in_memory(ids).logits, atol=1e-5, rtol=0)
@@ -60,7 +67,7 @@ def test_nonuniform_checkpoint_loads_on_stock_transformers_and_generates(
 
 def test_uniform_checkpoint_loads_without_custom_code(tmp_path: Path) -> None:
     loaded, trajectory = run("llama", heads=8, kv_heads=2)
-    out = materialize(loaded, trajectory, 0.5, tmp_path / "uniform", layout="uniform")
+    out = materialize(loaded, trajectory, 0.5, tmp_path / "uniform", layout="uniform", calibration=ITEMS)
     names = {p.name for p in out.iterdir()}
     assert "modeling_gisp.py" not in names
     config = json.loads((out / "config.json").read_text())
@@ -75,14 +82,14 @@ def test_uniform_checkpoint_loads_without_custom_code(tmp_path: Path) -> None:
     assert manifest["sparsity"] < 0.5 + 3 * 64 * 3 / trajectory.geometry.dense_decoder_params
     ids = torch.randint(3, 300, (1, 8))
     state = stock_uniform_state(loaded, trajectory, 0.5)
-    expected = pruned_model(loaded, trajectory, state)
+    expected = checkpoint_model(loaded, trajectory, state, ITEMS)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, expected(ids).logits, atol=1e-5, rtol=0)
     assert generate(model, ids).shape[1] == ids.shape[1] + 6
 
 
 def test_flap_bias_compensation_is_saved_and_reloaded(tmp_path: Path) -> None:
-    loaded, trajectory = run("llama", method=Method.flap)
+    loaded, trajectory = run("llama", method=Method.flap, reconstruction=False)
     out = materialize(loaded, trajectory, 0.5, tmp_path / "flap")
     config = json.loads((out / "config.json").read_text())
     assert config["o_proj_bias"] and config["down_proj_bias"]
@@ -98,8 +105,8 @@ def test_flap_bias_compensation_is_saved_and_reloaded(tmp_path: Path) -> None:
 
 def test_any_sparsity_on_the_trajectory_can_be_materialised(tmp_path: Path) -> None:
     loaded, trajectory = run("llama")
-    out = materialize(loaded, trajectory, 0.37, tmp_path / "mid")
+    out = materialize(loaded, trajectory, 0.37, tmp_path / "mid", calibration=ITEMS)
     manifest = json.loads((out / "gisp_manifest.json").read_text())
     assert 0.37 <= manifest["sparsity"] <= 0.5
     with pytest.raises(Exception, match="beyond this trajectory"):
-        materialize(loaded, trajectory, 0.9, tmp_path / "too-far")
+        materialize(loaded, trajectory, 0.9, tmp_path / "too-far", calibration=ITEMS)

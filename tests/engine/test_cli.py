@@ -59,9 +59,14 @@ def test_prune_writes_trajectory_and_one_checkpoint_per_target(
         AutoModelForCausalLM.from_pretrained(out / f"sparsity-{target}", trust_remote_code=True)
     assert "sparsity-0.4" in capsys.readouterr().out
 
-    code = main(
-        ["materialize", str(out), "--sparsity", "0.3", "--out", str(tmp_path / "mid"), "--layout", "uniform"]
-    )
+    materialize = ["materialize", str(out), "--sparsity", "0.3", "--out", str(tmp_path / "mid"), "--layout", "uniform"]
+    assert main(materialize) == 2  # the refit needs the run's calibration data
+    assert "calibration" in capsys.readouterr().err
+    other = tmp_path / "other.txt"
+    other.write_text("Some other text entirely, which this run never saw. " * 40)
+    assert main([*materialize, "--calibration", str(other)]) == 2
+    assert "differs from the data this trajectory was pruned on" in capsys.readouterr().err
+    code = main([*materialize, "--calibration", str(text_file)])
     assert code == 0
     manifest = json.loads((tmp_path / "mid" / "gisp_manifest.json").read_text())
     assert manifest["layout"] == "uniform" and manifest["sparsity"] >= 0.3

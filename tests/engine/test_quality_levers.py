@@ -165,22 +165,54 @@ def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> 
 def test_uniform_runs_of_families_without_output_biases_drop_default_compensation(
     family: str, tmp_path: Path
 ) -> None:
+    """Without the refit, a uniform checkpoint of these families could not carry compensation biases."""
     from core.engine.materialize import materialize, settings_for_layout
     from core.errors import UserInputError
     from core.pruning_spec import Layout
 
     loaded = build_loaded(family)
     config = loaded.model.config
-    assert settings_for_layout(settings(), config, Layout.nonuniform).bias_compensation is True
-    fitted = settings_for_layout(settings(), config, Layout.uniform)
+    no_refit = settings(reconstruction=False)
+    assert settings_for_layout(no_refit, config, Layout.nonuniform).bias_compensation is True
+    fitted = settings_for_layout(no_refit, config, Layout.uniform)
     assert fitted.bias_compensation is False
     with pytest.raises(UserInputError, match="no output biases") as refused:
-        settings_for_layout(settings(bias_compensation=True), config, Layout.uniform)
+        settings_for_layout(settings(bias_compensation=True, reconstruction=False), config, Layout.uniform)
     assert refused.value.field == "bias_compensation"
 
-    compensated = prune(loaded, ITEMS, settings())  # the default, materialised uniform: refused clearly
+    compensated = prune(loaded, ITEMS, no_refit)  # compensated, materialised uniform: refused clearly
     with pytest.raises(UserInputError, match="nonuniform layout"):
         materialize(loaded, compensated, 0.4, tmp_path / "refused", layout=Layout.uniform)
     plain = prune(loaded, ITEMS, fitted)
     out = materialize(loaded, plain, 0.4, tmp_path / "uniform", layout=Layout.uniform)
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_refitted_uniform_checkpoints_of_families_without_output_biases_keep_compensated_scoring(
+    family: str, tmp_path: Path
+) -> None:
+    """The refit fits weights alone there, so the run keeps its (default) compensated scores."""
+    from transformers import AutoModelForCausalLM
+
+    from core.engine.materialize import (
+        checkpoint_model,
+        materialize,
+        settings_for_layout,
+        stock_uniform_state,
+    )
+    from core.pruning_spec import Layout
+
+    loaded = build_loaded(family)
+    run_settings = settings_for_layout(settings(), loaded.model.config, Layout.uniform)
+    assert run_settings.bias_compensation is True and run_settings.reconstruction is True
+    trajectory = prune(loaded, ITEMS, run_settings)
+    out = materialize(loaded, trajectory, 0.4, tmp_path / "uniform", layout=Layout.uniform, calibration=ITEMS)
+    stock = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert all(layer.mlp.down_proj.bias is None for layer in stock.model.layers)
+    expected = checkpoint_model(
+        loaded, trajectory, stock_uniform_state(loaded, trajectory, 0.4), ITEMS, output_biases=False
+    )
+    ids = torch.randint(3, 300, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(stock(ids).logits, expected(ids).logits, atol=1e-5, rtol=0)

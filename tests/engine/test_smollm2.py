@@ -43,7 +43,7 @@ def test_prune_smollm2_and_load_the_checkpoint_with_stock_transformers(smollm2, 
     trajectory = prune(smollm2, items, settings)
     assert trajectory.steps[-1].sparsity >= 0.2
     assert trajectory.protected_layers == [0, 1, 2, 29]
-    out = materialize(smollm2, trajectory, 0.2, tmp_path / "smol-0.2")
+    out = materialize(smollm2, trajectory, 0.2, tmp_path / "smol-0.2", calibration=items)
     manifest = json.loads((out / "gisp_manifest.json").read_text())
     assert manifest["parameters"] < manifest["dense_parameters"]
     model = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
