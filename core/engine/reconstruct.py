@@ -127,12 +127,9 @@ def _refit(
         rhs[:, : len(kept)] += ridge * dense[:, kept]
     solution = torch.linalg.solve(lhs, rhs.T).T if len(columns) else rhs
     dtype = linear.weight.dtype
-    # the replaced tensors' requires_grad carries over: a pruning run takes gradients through the refit
-    weight = solution[:, : len(kept)].to(dtype).contiguous()
-    linear.weight = nn.Parameter(weight, requires_grad=linear.weight.requires_grad)
+    linear.weight = nn.Parameter(solution[:, : len(kept)].to(dtype).contiguous(), requires_grad=False)
     if fit_bias:
-        trainable = linear.bias is not None and linear.bias.requires_grad
-        linear.bias = nn.Parameter(solution[:, -1].to(dtype).contiguous(), requires_grad=trainable)
+        linear.bias = nn.Parameter(solution[:, -1].to(dtype).contiguous(), requires_grad=False)
 
 
 def _give_every_projection_a_bias(model: GispForCausalLM) -> None:

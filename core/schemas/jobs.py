@@ -29,6 +29,7 @@ _PRUNE_FIELD_TO_BODY = {
     "samples": "calibration.samples",
     "seq_len": "calibration.seq_len",
     "batch_size": "calibration.batch_size",
+    "reconstruction_samples": "calibration.reconstruction_samples",
 }
 
 
@@ -84,6 +85,9 @@ class CalibrationRef(BaseModel):
     samples: int | None = Field(None, description="calibration sequences per step (engine default)")
     seq_len: int | None = Field(None, description="tokens per calibration sequence (engine default)")
     batch_size: int | None = Field(None, description="sequences per micro-batch (engine default)")
+    reconstruction_samples: int | None = Field(
+        None, description="sequences the checkpoints' least-squares refit reads (engine default)"
+    )
 
     @field_validator("name")
     @classmethod
@@ -174,6 +178,7 @@ class JobCreate(BaseModel):
             "samples": self.calibration.samples,
             "seq_len": self.calibration.seq_len,
             "batch_size": self.calibration.batch_size,
+            "reconstruction_samples": self.calibration.reconstruction_samples,
         }
         values.update({name: value for name, value in optional.items() if value is not None})  # else engine's
         try:
