@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="only evaluate runs already cached")
     parser.add_argument("--refit", action="store_true", help="also evaluate each point with the least-squares refit")
+    parser.add_argument("--layout", default="nonuniform", choices=("nonuniform", "uniform"))
     return parser.parse_args(argv)
 
 
@@ -77,14 +78,15 @@ def main(argv: list[str] | None = None) -> int:
                     refit: bool = refit, sparsity: float = sparsity, trajectory: Any = run.trajectory
                 ) -> dict[str, Any]:
                     model = lib.model_at(
-                        loaded, trajectory, sparsity, "nonuniform", refit=refit, calibration=split.calibration
+                        loaded, trajectory, sparsity, args.layout, refit=refit, calibration=split.calibration
                     )
                     return evaluator.perplexity(model, "heldout", args.windows)
 
                 key = run.key + ("-refit" if refit else "")
-                value = cache.get_or_compute(key, "nonuniform", sparsity, metric, compute)
+                value = cache.get_or_compute(key, args.layout, sparsity, metric, compute)
                 row["refit" if refit else "ppl"][sparsity] = value["perplexity"]
-            heads = sum(len(layer.heads) for layer in run.trajectory.state_at(sparsity).layers)
+            state = lib.state_for(loaded, run.trajectory, sparsity, args.layout)
+            heads = sum(len(layer.heads) for layer in state.layers)
             row.setdefault("heads", {})[sparsity] = heads
         rows.append(row)
         log(f"{name}: " + ", ".join(f"{s:.0%} {row['ppl'][s]:.1f} ({row['heads'][s]} heads)" for s in report))

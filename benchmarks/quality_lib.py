@@ -236,8 +236,12 @@ class MetricCache:
         if path not in self._memory:
             self._memory[path] = json.loads(path.read_text()) if path.is_file() else {}
         stored = self._memory[path]
+        if metric not in stored and path.is_file():  # another process may have added it since
+            stored.update(json.loads(path.read_text()))
         if metric not in stored:
-            stored[metric] = compute()
+            value = compute()
+            on_disk = json.loads(path.read_text()) if path.is_file() else {}
+            stored.update({**on_disk, metric: value})  # merge: processes sharing the cache keep each other's metrics
             _write_atomic(path, stored)
         return stored[metric]
 
