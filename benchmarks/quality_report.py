@@ -127,8 +127,12 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         rows = results["tables"][layout]
         for method in dict.fromkeys(r["method"] for r in rows):
             points = sorted((r["sparsity"], r["ppl"]["perplexity"]) for r in rows if r["method"] == method)
-            axis.plot([0.0] + [p[0] for p in points], [dense] + [p[1] for p in points], marker="o", label=method)
+            style = "--" if "+ refit" in method else "-"
+            axis.plot(
+                [0.0] + [p[0] for p in points], [dense] + [p[1] for p in points], style, marker="o", label=method
+            )
         axis.set_yscale("log")
+        axis.set_ylim(dense * 0.8, dense * 20)  # collapsed methods (magnitude, random) leave the top edge
         axis.set_xlabel("measured parameter sparsity (decoder layers)")
         axis.set_title(f"SmolLM2-135M-Instruct, {layout} layout")
         axis.grid(True, which="both", alpha=0.3)
