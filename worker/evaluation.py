@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from core.pruning_spec import Layout
 from core.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def run_evaluations(
     loaded: Any,
     trajectory: Any,
     calibration: list[Any],
+    layout: Layout,
     sparsities: list[float],
     names: list[str],
     settings: Settings,
@@ -63,7 +65,7 @@ def run_evaluations(
         from core.eval.plots import plot_report
     except ImportError as error:
         return {"skipped": f"evaluation unavailable on this worker ({error})", "requested": names}, {}
-    from core.engine.materialize import checkpoint_model
+    from core.engine.materialize import checkpoint_at
 
     tasks = [name for name in names if name not in SPECIAL_EVALUATIONS]
     options = {
@@ -77,7 +79,7 @@ def run_evaluations(
     try:
         results = {0.0: evaluate_model(loaded.model, loaded.tokenizer, **options)}
         for sparsity in sparsities:
-            model = checkpoint_model(loaded, trajectory, trajectory.state_at(sparsity), calibration)
+            _, model = checkpoint_at(loaded, trajectory, sparsity, layout, calibration)
             results[sparsity] = evaluate_model(model, loaded.tokenizer, **options)
         report = eval_report(results, model=dict(trajectory.base_model))
     except Exception as error:  # missing evaluation data or an evaluation bug must not fail a pruned job
@@ -119,6 +121,7 @@ def build_report(
     loaded: Any,
     trajectory: Any,
     calibration: list[Any],
+    layout: Layout,
     targets: list[float],
     evaluations: list[str],
     settings: Settings,
@@ -131,6 +134,7 @@ def build_report(
         loaded=loaded,
         trajectory=trajectory,
         calibration=calibration,
+        layout=layout,
         sparsities=targets,
         names=evaluations,
         settings=settings,

@@ -216,6 +216,7 @@ class JobRun:
             loaded=loaded,
             trajectory=trajectory,
             calibration=items,
+            layout=self.spec.layout,
             targets=targets,
             evaluations=self.spec.evaluations,
             settings=self.settings,

@@ -71,6 +71,23 @@ def checkpoint_model(
     return model
 
 
+def checkpoint_at(
+    loaded: LoadedModel,
+    trajectory: Trajectory,
+    sparsity: float,
+    layout: Layout | str,
+    calibration: Sequence[CalibrationItem] | None,
+) -> tuple[PruningState, GispForCausalLM]:
+    """The state and model of the ``layout`` checkpoint at ``sparsity``, as ``materialize`` saves it (a
+    uniform one before its conversion to the stock class, which computes the same)."""
+    if Layout(layout) is Layout.uniform:
+        state = stock_uniform_state(loaded, trajectory, sparsity)
+        biases = loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
+        return state, checkpoint_model(loaded, trajectory, state, calibration, output_biases=biases)
+    state = trajectory.state_at(sparsity)
+    return state, checkpoint_model(loaded, trajectory, state, calibration)
+
+
 # the pool's draw for the refit: steps draw 0, 1, 2, ..., so this one is never a step's batch
 RECONSTRUCTION_DRAW = -1
 
@@ -109,14 +126,10 @@ def materialize(
     layout = Layout(layout)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    state, model = checkpoint_at(loaded, trajectory, sparsity, layout, calibration)
     if layout is Layout.uniform:
-        state = stock_uniform_state(loaded, trajectory, sparsity)
-        biases = loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
-        gisp = checkpoint_model(loaded, trajectory, state, calibration, output_biases=biases)
-        model = _as_stock_model(loaded, gisp, state)
+        model = _as_stock_model(loaded, model, state)
     else:
-        state = trajectory.state_at(sparsity)
-        model = checkpoint_model(loaded, trajectory, state, calibration)
         GispConfig.register_for_auto_class()
         GispForCausalLM.register_for_auto_class("AutoModelForCausalLM")
     model.generation_config = loaded.model.generation_config

@@ -84,7 +84,7 @@ def reconstruct_outputs(
         _give_every_projection_a_bias(model)
     inputs = _first_layer_inputs(model, batches)
     g = geometry
-    for _index, (layer, base_layer, alive) in enumerate(zip(model.model.layers, base.model.layers, state.layers)):
+    for layer, base_layer, alive in zip(model.model.layers, base.model.layers, state.layers):
         kept_features = [h * g.head_dim + d for h in alive.heads for d in range(g.head_dim)]
         if len(alive.heads) < g.num_heads:
             gram = _Gram()
@@ -146,22 +146,22 @@ def _give_every_projection_a_bias(model: GispForCausalLM) -> None:
 def _first_layer_inputs(model: GispForCausalLM, batches: list[Batch]) -> list[_LayerInput]:
     captured: list[_LayerInput] = []
     device = next(model.parameters()).device
+    tokens: torch.Tensor | None = None
 
     def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
-        captured[-1].hidden = args[0].detach()
-        captured[-1].position_embeddings = kwargs["position_embeddings"]
-        captured[-1].attention_mask = kwargs.get("attention_mask")
+        assert tokens is not None
+        captured.append(
+            _LayerInput(args[0].detach(), kwargs["position_embeddings"], kwargs.get("attention_mask"), tokens)
+        )
         raise _Stop
 
     handle = model.model.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
     try:
         for batch in batches:
             batch = batch.to(device)
-            captured.append(_LayerInput(None, None, None, batch.attention_mask.bool()))  # type: ignore[arg-type]
+            tokens = batch.attention_mask.bool()
             with suppress(_Stop):
                 model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
     finally:
         handle.remove()
     return captured
-
-
