@@ -71,7 +71,7 @@ def measure_gisp_step(args: argparse.Namespace) -> dict:
     """One full GISP step on the working model: gradients, Taylor scores, global ranking, slicing."""
     from core.engine import importance
     from core.engine.architectures import geometry_of, to_gisp_model
-    from core.engine.pruner import _rank, _select
+    from core.engine.ranking import ScoreTable, select
     from core.engine.schedule import protected_layers
     from core.engine.slicing import slice_model
     from core.engine.structures import PruningState
@@ -91,8 +91,8 @@ def measure_gisp_step(args: argparse.Namespace) -> dict:
         started = time.perf_counter()
         importance.accumulate_gradients(working, batches)
         scores = importance.taylor_scores(working, geometry, settings.normalization)
-        ranked = _rank(state, scores, geometry, physical=True)
-        new_state, _, _ = _select(state, ranked, eligible, state.sparsity() + 0.005)
+        ranked = ScoreTable.from_layer_scores(state, scores, geometry, physical=True)
+        new_state, _, _ = select(state, ranked, eligible, state.sparsity() + 0.005)
         slice_model(working, state, new_state)
         state = new_state
         times.append(time.perf_counter() - started)

@@ -10,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
@@ -18,13 +17,13 @@ from tqdm.auto import tqdm
 from core.data.calibration import CalibrationItem, fingerprint
 from core.engine import importance
 from core.engine.architectures import geometry_of, to_gisp_model
-from core.engine.importance import LayerScores
 from core.engine.loading import LoadedModel
 from core.engine.materialize import compensate_biases
 from core.engine.objectives import CalibrationPool
+from core.engine.ranking import ScoreTable, select, survivor_scores
 from core.engine.schedule import protected_layers, step_targets
 from core.engine.slicing import slice_model
-from core.engine.structures import Geometry, Kind, PruningState, Structure
+from core.engine.structures import Geometry, PruningState
 from core.engine.trajectory import StepRecord, Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
@@ -33,14 +32,6 @@ from core.pruning_spec import Method, PruneSettings
 logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[StepRecord, Trajectory], None]
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """A structure's score keyed by its base-model identity, so scores outlive slicing."""
-
-    score: float
-    structure: Structure
 
 
 ONE_SHOT_LOSS_SEQUENCES = 32
@@ -96,7 +87,7 @@ def prune(
     compensation = _Compensation(base, geometry, trajectory, physical) if settings.bias_compensation else None
     if compensation is not None:
         compensation.apply(working, state)  # biases exist from the start: the scores read their gradients
-    one_shot: list[Ranked] | None = None
+    one_shot: ScoreTable | None = None
     scoring_seconds = 0.0
     if not iterative:  # scored once, on the dense model, also when resuming
         started = time.perf_counter()
@@ -129,10 +120,10 @@ def prune(
                     working, state, geometry, settings, pool.batches(step), trajectory, physical, compensation
                 )
             else:
-                ranked = [r for r in one_shot if state.is_alive(r.structure)]
+                ranked = one_shot.alive_in(state)
                 loss = importance.calibration_loss(working, loss_batches) * loss_scale
                 started -= scoring_seconds if step == 0 else 0.0
-            new_state, removed, threshold = _select(state, ranked, eligible, schedule[step])
+            new_state, removed, threshold = select(state, ranked, eligible, schedule[step])
             if physical:
                 slice_model(working, state, new_state)
             else:
@@ -155,7 +146,7 @@ def prune(
             )
             trajectory.steps.append(record)
             if trajectory.is_complete:
-                trajectory.survivor_scores = _survivor_scores(state, ranked)
+                trajectory.survivor_scores = survivor_scores(state, ranked)
             bar.set_postfix(loss=f"{loss:.4f}", sparsity=f"{record.sparsity:.3f}")
             bar.update(1)
             if on_step is not None:
@@ -184,7 +175,7 @@ def _score(
     trajectory: Trajectory,
     physical: bool,
     compensation: _Compensation | None = None,
-) -> tuple[list[Ranked], float]:
+) -> tuple[ScoreTable, float]:
     method = settings.method
     loss = float("nan")
     if method in importance.NEEDS_GRADIENTS:
@@ -216,7 +207,7 @@ def _score(
         loss = importance.calibration_loss(model, batches)
         scores = importance.random_scores(state, settings.seed)
         physical = True  # random scores are drawn per alive structure already
-    return _rank(state, scores, geometry, physical), loss
+    return ScoreTable.from_layer_scores(state, scores, geometry, physical), loss
 
 
 @contextmanager
@@ -234,69 +225,6 @@ def _output_bias_gradients(model: torch.nn.Module, enabled: bool) -> Iterator[No
         for bias in biases:
             bias.requires_grad_(False)
             bias.grad = None
-
-
-def _rank(state: PruningState, scores: list[LayerScores], geometry: Geometry, physical: bool) -> list[Ranked]:
-    """Attach each score to its base-model structure; masked models score dead structures too, dropped here."""
-    ranked: list[Ranked] = []
-    for layer, (alive, layer_scores) in enumerate(zip(state.layers, scores)):
-        heads = alive.heads if physical else range(geometry.num_heads)
-        channels = alive.channels if physical else range(geometry.intermediate_size)
-        ranked += [
-            Ranked(float(s), Structure(layer, Kind.head, h))
-            for h, s in zip(heads, layer_scores.heads.tolist())
-        ]
-        ranked += [
-            Ranked(float(s), Structure(layer, Kind.channel, c))
-            for c, s in zip(channels, layer_scores.channels.tolist())
-        ]
-    if not physical:
-        ranked = [r for r in ranked if state.is_alive(r.structure)]
-    return ranked
-
-
-def _select(
-    state: PruningState, ranked: list[Ranked], eligible: list[int], target: float
-) -> tuple[PruningState, list[Structure], float]:
-    """Remove the lowest-ranked eligible structures until the measured sparsity reaches ``target``.
-
-    Overshoot is below one structure's parameters; ties break on (layer, kind, index) for determinism.
-    """
-    allowed = set(eligible)
-    candidates = sorted(
-        (r for r in ranked if r.structure.layer in allowed),
-        key=lambda r: (r.score, r.structure.layer, int(r.structure.kind), r.structure.index),
-    )
-    new_state = state.copy()
-    dense = state.geometry.dense_decoder_params
-    remaining = new_state.decoder_params()
-    needed = dense * (1.0 - target)
-    removed: list[Structure] = []
-    threshold = float("-inf")
-    for candidate in candidates:
-        if remaining <= needed + 1e-6:
-            break
-        remaining -= new_state.removal_cost(candidate.structure)
-        new_state.remove(candidate.structure)
-        removed.append(candidate.structure)
-        threshold = candidate.score
-    if remaining > needed + 1e-6:
-        raise UserInputError(
-            f"sparsity {target:.3f} cannot be reached with the unprotected layers alone",
-            field="sparsities",
-        )
-    return new_state, removed, threshold
-
-
-def _survivor_scores(state: PruningState, ranked: list[Ranked]) -> list[dict[str, list[float]]]:
-    by_structure = {r.structure: r.score for r in ranked}
-    return [
-        {
-            "heads": [by_structure.get(Structure(layer, Kind.head, h), 0.0) for h in alive.heads],
-            "channels": [by_structure.get(Structure(layer, Kind.channel, c), 0.0) for c in alive.channels],
-        }
-        for layer, alive in enumerate(state.layers)
-    ]
 
 
 def _check_reachable(geometry: Geometry, eligible: list[int], sparsity: float) -> None:

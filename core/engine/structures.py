@@ -6,6 +6,8 @@ stays meaningful however the working model has been sliced since.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -160,6 +162,22 @@ class PruningState:
         if not any(self.geometry.kv_of(h) == kv for h in layer.heads):
             layer.kv_heads.remove(kv)
 
+    def remove_all(self, structures: Iterable[Structure]) -> None:
+        """``remove`` for many at once: each layer's lists are rebuilt once, not searched per structure."""
+        heads: dict[int, set[int]] = {}
+        channels: dict[int, set[int]] = {}
+        for structure in structures:
+            target = heads if structure.kind is Kind.head else channels
+            target.setdefault(structure.layer, set()).add(structure.index)
+        for index, removed in channels.items():
+            layer = self.layers[index]
+            layer.channels = [c for c in layer.channels if c not in removed]
+        for index, removed in heads.items():
+            layer = self.layers[index]
+            layer.heads = [h for h in layer.heads if h not in removed]
+            read = {self.geometry.kv_of(h) for h in layer.heads}
+            layer.kv_heads = [kv for kv in layer.kv_heads if kv in read]
+
     def is_alive(self, structure: Structure) -> bool:
         layer = self.layers[structure.layer]
         pool = layer.heads if structure.kind is Kind.head else layer.channels
@@ -176,3 +194,25 @@ class PruningState:
         state = self.layers[layer]
         position = {kv: i for i, kv in enumerate(state.kv_heads)}
         return [position[self.geometry.kv_of(h)] for h in state.heads]
+
+
+class RemovalCosts:
+    """Parameters freed by removing structures one after another from ``state``, which stays untouched.
+
+    A query head frees its KV head too when it is the last reader: the count of readers is kept per KV
+    head, so each call is O(1) and a caller can stop at the first removal that reaches its target.
+    """
+
+    def __init__(self, state: PruningState) -> None:
+        self.geometry = state.geometry
+        self.readers = Counter(
+            (layer, self.geometry.kv_of(h)) for layer, alive in enumerate(state.layers) for h in alive.heads
+        )
+
+    def __call__(self, structure: Structure) -> int:
+        g = self.geometry
+        if structure.kind is Kind.channel:
+            return g.channel_params
+        key = (structure.layer, g.kv_of(structure.index))
+        self.readers[key] -= 1
+        return g.query_head_params + (g.kv_head_params if self.readers[key] == 0 else 0)

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.engine.structures import Geometry, Kind, PruningState, Structure
+from core.engine.structures import Geometry, Kind, PruningState, RemovalCosts, Structure
 from core.errors import SparsityError
 
 SCHEMA_VERSION = 1
@@ -77,17 +77,22 @@ class Trajectory:
                 field="sparsity",
             )
         state = PruningState.dense(self.geometry)
-        for structure in self.removal_sequence:
-            if state.sparsity() >= sparsity - 1e-12:
+        dense = self.geometry.dense_decoder_params
+        remaining = dense
+        cost = RemovalCosts(state)
+        sequence = self.removal_sequence
+        taken = 0
+        for structure in sequence:
+            if 1.0 - remaining / dense >= sparsity - 1e-12:  # PruningState.sparsity(), counted as it goes
                 break
-            state.remove(structure)
+            remaining -= cost(structure)
+            taken += 1
+        state.remove_all(sequence[:taken])
         return state
 
     def state_after_steps(self, count: int) -> PruningState:
         state = PruningState.dense(self.geometry)
-        for step in self.steps[:count]:
-            for structure in step.removed_structures:
-                state.remove(structure)
+        state.remove_all(structure for step in self.steps[:count] for structure in step.removed_structures)
         return state
 
     def importance_order(self) -> dict[Structure, float]:

@@ -27,7 +27,7 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from core.engine.modeling.configuration_gisp import GispConfig
-from core.engine.modeling.modeling_gisp import GispForCausalLM
+from core.engine.modeling.modeling_gisp import GispForCausalLM, build_attention_mask
 
 VOCAB, HIDDEN, HEAD_DIM, INTERMEDIATE = 128, 64, 16, 96
 PAD = 0
@@ -282,6 +282,48 @@ def test_non_uniform_groups_match_masked_model():
     assert_same_logits(model, masked, input_ids)
     assert_same_logits(model, masked, input_ids, attention_mask)
     assert torch.equal(greedy(model, input_ids, attention_mask), greedy(masked, input_ids, attention_mask))
+
+
+def test_key_value_heads_are_read_without_copies_where_the_groups_allow(monkeypatch):
+    """MHA and equal GQA groups skip the per-call gather of the cache; only uneven groups pay for it."""
+    mha, gqa = gisp_from_hf(tiny_hf_model("llama", 4, 4)), gisp_from_hf(tiny_hf_model("llama", 4, 2))
+    uneven, _ = non_uniform_llama()
+    assert [layer.self_attn.kv_layout() for layer in mha.model.layers] == ["own", "own"]
+    assert [layer.self_attn.kv_layout() for layer in gqa.model.layers] == ["groups", "groups"]
+    assert [layer.self_attn.kv_layout() for layer in uneven.model.layers] == ["gather", "own", "groups"]
+
+    input_ids, attention_mask = prompts()
+    with torch.no_grad():
+        fast = [m(input_ids, attention_mask=attention_mask).logits for m in (mha, gqa)]
+        fast_greedy = [greedy(m, input_ids, attention_mask) for m in (mha, gqa)]
+    monkeypatch.setattr(type(mha.model.layers[0].self_attn), "kv_layout", lambda self: "gather")
+    with torch.no_grad():
+        for model, logits, tokens in zip((mha, gqa), fast, fast_greedy):
+            torch.testing.assert_close(
+                model(input_ids, attention_mask=attention_mask).logits, logits, atol=ATOL, rtol=0
+            )
+            assert torch.equal(greedy(model, input_ids, attention_mask), tokens)
+
+
+def test_no_mask_where_sdpa_needs_none_so_it_can_use_fused_kernels():
+    ones, padded = torch.ones(2, 6, dtype=torch.long), torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6])
+    assert build_attention_mask(None, torch.arange(6), 6) is None  # prompt: the causal flag does it
+    assert build_attention_mask(ones, torch.arange(6), 6) is None
+    assert build_attention_mask(ones, torch.tensor([5]), 6) is None  # one new token sees every key
+    decode = build_attention_mask(padded, torch.tensor([5]), 6)
+    assert decode.shape == (2, 1, 1, 6) and decode[0, 0, 0].tolist() == [False] + [True] * 5
+    chunk = build_attention_mask(None, torch.tensor([4, 5]), 6)  # two new tokens after a cache
+    assert chunk[0, 0].tolist() == [[True] * 5 + [False], [True] * 6]
+    with pytest.raises(ValueError, match="covers 5 tokens"):
+        build_attention_mask(torch.ones(1, 5), torch.tensor([5]), 6)
+
+
+def test_kv_layout_follows_a_replaced_index():
+    model = gisp_from_hf(tiny_hf_model("llama", 4, 2))
+    attention = model.model.layers[0].self_attn
+    assert attention.kv_layout() == "groups"
+    attention.kv_index = torch.tensor([0, 1, 0, 1])  # what slicing or loading would put there
+    assert attention.kv_layout() == "gather"
 
 
 def test_sizes_follow_modules_sliced_in_place():

@@ -26,6 +26,9 @@ from .configuration_gisp import GispConfig
 # name still works through a shim that logs a deprecation warning, so write whichever name this version declares.
 _CACHE_FIELD = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
+# `enable_gqa` (torch 2.5+) lets SDPA read a key/value head for each group of query heads without copying it.
+_SDPA_GROUPS = tuple(int(part) for part in torch.__version__.split(".")[:2]) >= (2, 5)
+
 
 class GispRMSNorm(nn.Module):
     """Root-mean-square layer norm, computed in float32 as in Llama."""
@@ -135,6 +138,28 @@ class GispAttention(nn.Module):
     def num_heads(self) -> int:
         return self.q_proj.out_features // self.head_dim
 
+    def kv_layout(self) -> str:
+        """How the query heads read the key/value heads, worked out once per `kv_index` tensor.
+
+        "own": query head i reads key/value head i (multi-head attention, or one reader left per group): no gather.
+        "groups": equal groups of consecutive query heads (an unpruned or uniformly pruned GQA layer): SDPA reads
+        each key/value head for its group without copying it. "gather": anything else, which pruning makes; each
+        query head's key/value head is picked from the cache, one copy per call. Slicing and `.to()` replace the
+        buffer, so the cached answer never outlives the tensor it was computed from.
+        """
+        if getattr(self, "_layout_of", None) is not self.kv_index:
+            index = self.kv_index.tolist()
+            heads, kv_heads = len(index), self.num_key_value_heads
+            group = heads // kv_heads if kv_heads and heads % kv_heads == 0 else 0
+            if heads == kv_heads and index == list(range(heads)):
+                layout = "own"
+            elif _SDPA_GROUPS and group and index == [h // group for h in range(heads)]:
+                layout = "groups"
+            else:
+                layout = "gather"
+            self._layout_of, self._layout = self.kv_index, layout
+        return self._layout
+
     @property
     def num_key_value_heads(self) -> int:
         return self.k_proj.out_features // self.head_dim
@@ -172,9 +197,12 @@ class GispAttention(nn.Module):
         if cache is not None:
             key, value = cache.update(key, value, self.layer_idx)
 
-        # The cache keeps only the kept key/value heads; each query head picks its own here.
-        key = key.index_select(1, self.kv_index)
-        value = value.index_select(1, self.kv_index)
+        # The cache keeps only the kept key/value heads; each query head reads its own (see `kv_layout`).
+        layout = self.kv_layout()
+        if layout == "gather":
+            key = key.index_select(1, self.kv_index)
+            value = value.index_select(1, self.kv_index)
+        grouped = {"enable_gqa": True} if layout == "groups" else {}
         sees_a_key = None
         if attention_mask is not None and attention_mask.dtype == torch.bool:
             # A left-padding query sees no key at all. Depending on the torch version and backend SDPA returns NaN
@@ -190,6 +218,7 @@ class GispAttention(nn.Module):
             dropout_p=self.attention_dropout if self.training else 0.0,
             is_causal=attention_mask is None and q_len > 1,
             scale=self.scaling,
+            **grouped,
         )
         if sees_a_key is not None:
             attn_output = attn_output * sees_a_key
@@ -304,22 +333,25 @@ def build_attention_mask(
     """Boolean `(batch, 1, query, key)` mask for SDPA, `None` when plain causal attention is enough.
 
     Query `i` sees key `j` when `j <= cache_position[i]` (causal over absolute positions in the cache) and the 2D
-    padding mask, which covers the past and current keys, keeps `j`. A 4D mask is taken as already built.
+    padding mask, which covers the past and current keys, keeps `j`. A 4D mask is taken as already built. Without
+    padding, a prompt needs no mask (SDPA's causal flag) and neither does one new token after the cache (it sees
+    every key): SDPA then picks its fused kernels, which an explicit mask rules out on GPUs.
     """
     if attention_mask is not None and attention_mask.dim() == 4:
         return attention_mask
-    past_length = kv_length - cache_position.shape[0]
-    if attention_mask is None and past_length == 0:
+    q_len = cache_position.shape[0]
+    past_length = kv_length - q_len
+    if attention_mask is not None and attention_mask.shape[-1] != kv_length:
+        raise ValueError(
+            f"The 2D attention_mask covers {attention_mask.shape[-1]} tokens but there are {kv_length} "
+            f"keys ({past_length} cached + {q_len} new)."
+        )
+    if (past_length == 0 or q_len == 1) and (attention_mask is None or bool(attention_mask.all())):
         return None
 
     key_positions = torch.arange(kv_length, device=cache_position.device)
     mask = (key_positions[None, :] <= cache_position[:, None])[None, None]
     if attention_mask is not None:
-        if attention_mask.shape[-1] != kv_length:
-            raise ValueError(
-                f"The 2D attention_mask covers {attention_mask.shape[-1]} tokens but there are {kv_length} "
-                f"keys ({past_length} cached + {cache_position.shape[0]} new)."
-            )
         mask = mask & attention_mask[:, None, None, :].to(device=mask.device, dtype=torch.bool)
     return mask
 
