@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import quality_lib as lib
-from core.pruning_spec import ONE_SHOT_METHODS, Method, Objective, PruneSettings
+from core.pruning_spec import ONE_SHOT_METHODS, Method, Objective, PruneSettings, Score
 
 ALL_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap", "magnitude", "random")
 DATA_FREE = frozenset({Method.magnitude, Method.random})
@@ -49,11 +49,23 @@ class Job:
     method: Method
     objective: Objective
     refit: bool = False  # checkpoints refitted by least squares (the engine's default for every method)
+    score: Score = Score.taylor  # gisp / gisp-oneshot only
+
+    @classmethod
+    def parse(cls, spec: str, objective: Objective, refit: bool) -> Job:
+        """``gisp`` or ``gisp:fisher``: a method, optionally with a score other than the default."""
+        method, _, score = spec.partition(":")
+        return cls(Method(method), objective, refit, Score(score) if score else Score.taylor)
+
+    @property
+    def name(self) -> str:
+        """The subnetwork's name: one per trajectory, shared by the row as published and the refitted one."""
+        return self.method.value + ("" if self.score is Score.taylor else f" ({self.score.value})")
 
     @property
     def label(self) -> str:
         suffix = "" if self.objective is Objective.perplexity else f" ({self.objective.value}, CMQA)"
-        return f"{self.method.value}{' + refit' if self.refit else ''}{suffix}"
+        return f"{self.name}{' + refit' if self.refit else ''}{suffix}"
 
     @property
     def metric_key(self) -> str:
@@ -63,7 +75,10 @@ class Job:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
-    parser.add_argument("--methods", default=",".join(ALL_METHODS), help="rows as each method is published")
+    parser.add_argument(
+        "--methods", default=",".join(ALL_METHODS),
+        help="rows as each method is published; METHOD:SCORE picks a gradient method's score (gisp:fisher)",
+    )
     parser.add_argument(
         "--refit-methods", default=",".join(REFIT_METHODS),
         help="rows with the least-squares refit of every checkpoint (reconstruction), the engine's default",
@@ -106,7 +121,7 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def settings_for(job: Job, base: dict[str, Any], oneshot_samples: int) -> PruneSettings:
     """The job's settings; one-shot data-driven methods read ``oneshot_samples`` sequences in their one step."""
-    values = dict(base, method=job.method, objective=job.objective, reconstruction=job.refit)
+    values = dict(base, method=job.method, objective=job.objective, reconstruction=job.refit, score=job.score)
     if job.method in ONE_SHOT_METHODS and job.method not in DATA_FREE:
         values["samples"] = oneshot_samples
     return PruneSettings(**values)
@@ -197,14 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     bench = Benchmark(args)
-    methods = [Method(m) for m in args.methods.split(",") if m]
-    refit_methods = [Method(m) for m in args.refit_methods.split(",") if m]
     layouts = [layout for layout in args.layouts.split(",") if layout]  # "" = table 3 only
     sparsities = bench.base["sparsities"]
-    variants = [(m, False) for m in methods] + [(m, True) for m in refit_methods]
-    jobs = [Job(m, Objective.perplexity, refit) for m, refit in variants]
+    variants = [(m, False) for m in args.methods.split(",") if m]
+    variants += [(m, True) for m in args.refit_methods.split(",") if m]
+    jobs = [Job.parse(m, Objective.perplexity, refit) for m, refit in variants]
     margin_jobs = [] if args.no_margin else [
-        Job(m, Objective.margin, refit) for m, refit in variants if m.value in MARGIN_METHODS
+        Job.parse(m, Objective.margin, refit) for m, refit in variants if m.partition(":")[0] in MARGIN_METHODS
     ]
     runs = {job: bench.run(job) for job in jobs + margin_jobs}
     if args.stage == "prune":
@@ -238,17 +252,17 @@ def main(argv: list[str] | None = None) -> int:
             run = runs[job]
             for sparsity in sparsities:
                 bench.log(f"evaluating {job.label} {layout} {sparsity}")
-                rows.append({"method": job.label, "target": sparsity, "layout": layout,
+                rows.append({"method": job.label, "name": job.name, "target": sparsity, "layout": layout,
                              "prune_seconds": run.prune_seconds, **bench.metrics(job, run, sparsity, layout)})
         results["tables"][layout] = rows
     if margin_jobs:
         results["tables"]["margin"] = margin_table(bench, runs, jobs, margin_jobs)
     if args.latency_repeats:
-        measured = {job.method: job for layout in layouts for job in layout_jobs[layout]}  # one per method
+        measured = {job.name: job for layout in layouts for job in layout_jobs[layout]}  # one per subnetwork
         models = [("dense", None, 0.0, "nonuniform")] + [
-            (f"{method.value}|{layout}|{s}", runs[job], s, layout)
+            (f"{name}|{layout}|{s}", runs[job], s, layout)
             for layout in layouts
-            for method, job in measured.items()
+            for name, job in measured.items()
             if job in layout_jobs[layout]
             for s in sparsities
         ]
@@ -256,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         results["latency"] = latency
         for layout in layouts:
             for row in results["tables"][layout]:
-                row["latency"] = latency.get(f"{row['method'].split(' ')[0]}|{layout}|{row['target']}")
+                row["latency"] = latency.get(f"{row.get('name', row['method'])}|{layout}|{row['target']}")
         results["dense"]["latency"] = latency["dense"]
     results["seconds"] = time.perf_counter() - started
     args.out.mkdir(parents=True, exist_ok=True)

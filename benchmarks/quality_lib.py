@@ -43,7 +43,7 @@ WINDOW = 128
 HOLDOUT_TOKENS = 16_384  # 128 windows of 128 tokens at the end of WikiText-2 validation
 # New PruneSettings fields, with the value that reproduces the engine as it was before they existed:
 # dropped from cache keys so trajectories pruned before a field was added stay valid.
-NEUTRAL_SETTINGS: dict[str, Any] = {"bias_compensation": False}
+NEUTRAL_SETTINGS: dict[str, Any] = {"bias_compensation": False, "score": "taylor"}
 # read only when a checkpoint is built, so runs that differ only here share one trajectory
 CHECKPOINT_SETTINGS = ("reconstruction", "reconstruction_samples")
 

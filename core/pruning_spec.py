@@ -45,6 +45,18 @@ class Normalization(str, Enum):
     reference = "reference"
 
 
+class Score(str, Enum):
+    """What the gradient methods (gisp, gisp-oneshot) rank structures by.
+
+    ``taylor``: the paper's first-order score, Σ |W ⊙ ḡ| over a structure's weights.
+    ``fisher``: the empirical Fisher of a gate on the structure's output, Σ_s (∂L_s/∂m)² over calibration
+    sequences: a second-order estimate of the loss a removal costs, from the same backward pass.
+    """
+
+    taylor = "taylor"
+    fisher = "fisher"
+
+
 class Layout(str, Enum):
     nonuniform = "nonuniform"  # per-layer sizes; ships its model code (trust_remote_code)
     uniform = "uniform"  # equal sizes in every layer; loads in stock transformers
@@ -61,6 +73,7 @@ class PruneSettings(BaseModel):
     steps: int = Field(20, ge=1, le=1000, description="iterative steps up to the largest target")
     schedule: Schedule = Schedule.linear
     normalization: Normalization = Normalization.params
+    score: Score = Score.taylor
     protected_first_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="fraction of the first layers never pruned"
     )

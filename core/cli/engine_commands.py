@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.errors import UserInputError
-from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule
+from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule, Score
 
 
 def checkpoint_dirname(sparsity: float) -> str:
@@ -37,6 +37,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--steps", type=int, help="iterative steps up to the largest target")
     prune.add_argument("--schedule", choices=[s.value for s in Schedule])
     prune.add_argument("--normalization", choices=[n.value for n in Normalization])
+    prune.add_argument("--score", choices=[s.value for s in Score], help="gisp / gisp-oneshot: taylor or fisher")
     prune.add_argument("--samples", type=int, help="calibration sequences per step")
     prune.add_argument("--seq-len", type=int, help="tokens per calibration sequence")
     prune.add_argument("--batch-size", type=int, help="sequences per forward/backward micro-batch")
@@ -96,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> PruneSettings:
         "steps",
         "schedule",
         "normalization",
+        "score",
         "samples",
         "seq_len",
         "batch_size",

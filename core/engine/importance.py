@@ -233,6 +233,84 @@ class ActivationStatistics:
         return (self.squares[key] / max(self.counts[key], 1) - mean * mean).clamp(min=0)
 
 
+class GateFisher:
+    """Per-sequence gradients of a gate on every head and channel, read off the backward pass GISP runs anyway.
+
+    For a gate m_j scaling feature j at the input of o_proj / down_proj, ∂L_s/∂m_j = Σ_t x_tj · ∂L_s/∂x_tj over the
+    tokens of sequence s; sequences of a batch never interact, so one backward pass gives every sequence's gate
+    gradient. A head's gate covers its head_dim features. Σ_s (∂L_s/∂m)² is the empirical Fisher of the gate, and
+    half of it estimates the loss a removal costs at second order (the criterion of Kwon et al., 2022). Under bias
+    compensation a removed feature keeps its mean, so x_tj - x̄_j replaces x_tj: both Σ x·g and Σ g are kept per
+    sequence and combined once the step's mean is known.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.products: dict[str, list[torch.Tensor]] = {}
+        self.gradients: dict[str, list[torch.Tensor]] = {}
+        self._handles = []
+        for index, layer in enumerate(model.model.layers):
+            for key, module in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+                self.products[key], self.gradients[key] = [], []
+                self._handles.append(module.register_forward_pre_hook(self._hook(key)))
+
+    def _hook(self, key: str) -> Callable:
+        def watch(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0]
+            if x.requires_grad:
+                x.register_hook(lambda grad, x=x.detach(): self._record(key, x, grad))
+
+        return watch
+
+    @torch.no_grad()
+    def _record(self, key: str, x: torch.Tensor, grad: torch.Tensor) -> None:
+        grad = grad.float()
+        self.products[key].append((x.float() * grad).sum(1))  # (sequences, features)
+        self.gradients[key].append(grad.sum(1))
+
+    def close(self) -> GateFisher:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        return self
+
+    @torch.no_grad()
+    def scores(
+        self,
+        model: nn.Module,
+        g: Geometry,
+        normalization: Normalization,
+        input_means: dict[str, torch.Tensor] | None = None,
+    ) -> list[LayerScores]:
+        scores = []
+        for index, layer in enumerate(model.model.layers):
+            gates = {}
+            for key, linear in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+                if not self.products[key]:  # no features left, or no gradient reached them
+                    gates[key] = torch.zeros(1, linear.in_features, device=linear.weight.device)
+                    continue
+                per_sequence = torch.cat(self.products[key])
+                if input_means is not None:
+                    mean = input_means[key].to(per_sequence.device)
+                    per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
+                gates[key] = per_sequence
+            attn = gates[f"{index}.attn"]
+            heads = attn.view(attn.shape[0], attn.shape[1] // g.head_dim, g.head_dim).sum(-1)
+            kv_index = layer.self_attn.kv_index
+            readers = torch.bincount(kv_index, minlength=layer.self_attn.k_proj.out_features // g.head_dim)
+            fisher_heads = heads.pow(2).sum(0)
+            scores.append(
+                _normalised(
+                    fisher_heads,
+                    torch.zeros_like(fisher_heads),
+                    readers[kv_index].to(fisher_heads.dtype),
+                    gates[f"{index}.mlp"].pow(2).sum(0),
+                    g,
+                    normalization,
+                )
+            )
+        return scores
+
+
 @torch.no_grad()
 def wanda_sp_scores(model: nn.Module, g: Geometry, stats: ActivationStatistics) -> list[LayerScores]:
     """Wanda-sp: Σ |W_out[:, j]| · ‖X_j‖ over the output projection's input features of each structure."""

@@ -27,7 +27,7 @@ from core.engine.structures import Geometry, PruningState
 from core.engine.trajectory import StepRecord, Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
-from core.pruning_spec import Method, PruneSettings
+from core.pruning_spec import Method, PruneSettings, Score
 
 logger = logging.getLogger(__name__)
 
@@ -180,13 +180,21 @@ def _score(
     loss = float("nan")
     if method in importance.NEEDS_GRADIENTS:
         stats = importance.ActivationStatistics(model) if compensation is not None else None
+        fisher = importance.GateFisher(model) if settings.score is Score.fisher else None
         with _output_bias_gradients(model, enabled=compensation is not None):
-            loss = importance.accumulate_gradients(model, batches, stats)
+            try:
+                loss = importance.accumulate_gradients(model, batches, stats)
+            finally:
+                if fisher is not None:
+                    fisher.close()
             means = None
             if compensation is not None and stats is not None:
                 compensation.observe(stats, state)
                 means = {key: stats.mean(key) for key in stats.sums}
-            scores = importance.taylor_scores(model, geometry, settings.normalization, means)
+            if fisher is not None:
+                scores = fisher.scores(model, geometry, settings.normalization, means)
+            else:
+                scores = importance.taylor_scores(model, geometry, settings.normalization, means)
     elif method in importance.NEEDS_ACTIVATIONS:
         stats = importance.ActivationStatistics(model).collect(model, batches)
         loss = stats.loss

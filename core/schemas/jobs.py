@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule
+from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule, Score
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
 MODEL_ID_RE = re.compile(rf"^{_NAME}/{_NAME}$")
@@ -127,6 +127,7 @@ class JobCreate(BaseModel):
     layout: Layout = Layout.nonuniform
     schedule: Schedule | None = Field(None, description="linear or cosine (engine default)")
     normalization: Normalization | None = Field(None, description="params or reference (engine default)")
+    score: Score | None = Field(None, description="gisp / gisp-oneshot: taylor or fisher (engine default)")
     protected_layers: list[int] | None = None
     bias_compensation: bool | None = Field(
         None, description="fold removed structures' mean output into biases (engine default: on for gisp)"
@@ -173,6 +174,7 @@ class JobCreate(BaseModel):
             "steps": self.steps,
             "schedule": self.schedule,
             "normalization": self.normalization,
+            "score": self.score,
             "bias_compensation": self.bias_compensation,
             "reconstruction": self.reconstruction,
             "samples": self.calibration.samples,

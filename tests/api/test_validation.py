@@ -59,6 +59,7 @@ CASES = [
     (_with("calibration.batch_size", 0), "calibration.batch_size"),
     (_with("calibration.reconstruction_samples", 0), "calibration.reconstruction_samples"),
     (_with("reconstruction", "sometimes"), "reconstruction"),
+    (_with("score", "hessian"), "score"),
     (_with("calibration.name", "../../etc/passwd"), "calibration.name"),
     (_with("calibration.set_id", "cal_" + "0" * 32), "calibration"),  # both name and set_id
     (_with("calibration.name", "gsm8k"), "calibration.name"),  # answer set for a perplexity job

@@ -140,3 +140,16 @@ def test_bias_compensation_flag_overrides_the_method_default() -> None:
     assert parsed().bias_compensation is True
     assert parsed("--no-bias-compensation").bias_compensation is False
     assert parsed("--method", "flap").bias_compensation is False
+
+
+def test_score_flag_reaches_the_settings() -> None:
+    from core.cli.engine_commands import settings_from_args
+    from core.cli.main import build_parser
+    from core.pruning_spec import Score
+
+    def parsed(*flags: str):
+        args = build_parser().parse_args(["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags])
+        return settings_from_args(args)
+
+    assert parsed().score is Score.taylor
+    assert parsed("--score", "fisher").score is Score.fisher

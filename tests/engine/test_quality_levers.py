@@ -55,7 +55,9 @@ def test_compensated_trajectory_rebuilds_the_model_each_step_was_scored_on(metho
     for index in range(1, len(trajectory.steps)):
         model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
         batches = pool.batches(index if method is Method.gisp else 0)
-        assert importance.calibration_loss(model, batches) == pytest.approx(trajectory.steps[index].loss, rel=1e-5)
+        assert importance.calibration_loss(model, batches) == pytest.approx(
+            trajectory.steps[index].loss, rel=1e-5
+        )
     last = pruned_model(loaded, trajectory, trajectory.state_after_steps(len(trajectory.steps)))
     biases = [layer.mlp.down_proj.bias for layer in last.model.layers]
     assert any(b is not None and b.abs().sum() > 0 for b in biases)
@@ -124,7 +126,9 @@ def test_centred_scores_measure_each_feature_by_its_deviation_from_the_mean() ->
     for linear in linears:
         linear.bias = torch.nn.Parameter(torch.zeros(linear.out_features))
         linear.register_forward_hook(lambda m, a, out: inputs[id(m)].append(a[0].detach().flatten(0, -2)))
-        linear.register_full_backward_hook(lambda m, gi, go: deltas[id(m)].append(go[0].detach().flatten(0, -2)))
+        linear.register_full_backward_hook(
+            lambda m, gi, go: deltas[id(m)].append(go[0].detach().flatten(0, -2))
+        )
     batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
     stats = importance.ActivationStatistics(model)
     importance.accumulate_gradients(model, batches, stats)
@@ -216,3 +220,52 @@ def test_refitted_uniform_checkpoints_of_families_without_output_biases_keep_com
     ids = torch.randint(3, 300, (1, 8))
     with torch.no_grad():
         torch.testing.assert_close(stock(ids).logits, expected(ids).logits, atol=1e-5, rtol=0)
+
+
+def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it() -> None:
+    """Σ_t x·∂L/∂x per sequence equals ∂L_s/∂m of an explicit gate m on each output-projection input feature."""
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gradients(model)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    fisher = importance.GateFisher(model)
+    importance.accumulate_gradients(model, batches)
+    fisher.close()
+
+    projections = {}
+    for index, layer in enumerate(model.model.layers):
+        projections[f"{index}.attn"], projections[f"{index}.mlp"] = (
+            layer.self_attn.o_proj,
+            layer.mlp.down_proj,
+        )
+    gates = {key: torch.ones(p.in_features, requires_grad=True) for key, p in projections.items()}
+    for key, projection in projections.items():
+        projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
+    for number, batch in enumerate(batches):
+        for row in range(batch.input_ids.shape[0]):  # one sequence at a time: its own gate gradient
+            single = type(batch)(
+                *(
+                    t[row : row + 1]
+                    for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights)
+                )
+            )
+            for gate in gates.values():
+                gate.grad = None
+            importance.batch_loss(model, single).backward()
+            for key, gate in gates.items():
+                recorded = fisher.products[key][number][row]
+                torch.testing.assert_close(recorded, gate.grad, rtol=1e-4, atol=1e-8)
+
+
+def test_fisher_scores_remove_structures_that_cannot_change_the_output_first() -> None:
+    loaded = build_loaded("llama", layers=4)
+    with torch.no_grad():  # layer 1's head 2 and channel 7 write nothing: zero output columns
+        layer = loaded.model.model.layers[1]
+        head_dim = loaded.model.config.head_dim
+        layer.self_attn.o_proj.weight[:, 2 * head_dim : 3 * head_dim] = 0
+        layer.mlp.down_proj.weight[:, 7] = 0
+    trajectory = prune(loaded, ITEMS, settings(score="fisher", sparsities=[0.1], steps=1))
+    first = trajectory.steps[0].removed_structures
+    assert Structure(1, Kind.head, 2) in first and Structure(1, Kind.channel, 7) in first
+    taylor = prune(build_loaded("llama", layers=4), ITEMS, settings(sparsities=[0.1], steps=1))
+    assert taylor.removal_sequence != trajectory.removal_sequence
