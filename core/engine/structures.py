@@ -142,16 +142,6 @@ class PruningState:
         alive = sum(len(s.heads) + len(s.channels) for s in self.layers)
         return 1.0 - alive / total
 
-    def removal_cost(self, structure: Structure) -> int:
-        """Parameters that removing ``structure`` now would free, including a KV head left unread."""
-        g = self.geometry
-        if structure.kind is Kind.channel:
-            return g.channel_params
-        layer = self.layers[structure.layer]
-        kv = g.kv_of(structure.index)
-        readers = sum(1 for h in layer.heads if g.kv_of(h) == kv)
-        return g.query_head_params + (g.kv_head_params if readers == 1 else 0)
-
     def remove(self, structure: Structure) -> None:
         layer = self.layers[structure.layer]
         if structure.kind is Kind.channel:

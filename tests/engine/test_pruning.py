@@ -225,13 +225,28 @@ def test_removing_the_last_query_head_of_a_group_frees_its_kv_head() -> None:
     loaded = build_loaded("llama", heads=4, kv_heads=2)
     state = PruningState.dense(geometry_of(loaded.model.config))
     g = state.geometry
-    from core.engine.structures import Structure
+    from core.engine.structures import RemovalCosts, Structure
 
+    cost = RemovalCosts(state)
     first = Structure(0, Kind.head, 0)
-    assert state.removal_cost(first) == g.query_head_params
+    assert cost(first) == g.query_head_params
     state.remove(first)
     second = Structure(0, Kind.head, 1)
-    assert state.removal_cost(second) == g.query_head_params + g.kv_head_params
+    assert cost(second) == g.query_head_params + g.kv_head_params
     state.remove(second)
     assert state.layers[0].kv_heads == [1]
     assert state.kv_head_of_query(0) == [0, 0]
+
+
+def test_removing_many_at_once_equals_removing_one_by_one() -> None:
+    from core.engine.structures import Structure
+
+    geometry = geometry_of(build_loaded("llama", heads=4, kv_heads=2).model.config)
+    removals = [Structure(0, Kind.head, 1), Structure(1, Kind.channel, 5), Structure(0, Kind.head, 0)]
+    removals += [Structure(2, Kind.head, 3), Structure(1, Kind.channel, 0), Structure(2, Kind.channel, 95)]
+    one_by_one, at_once = PruningState.dense(geometry), PruningState.dense(geometry)
+    for structure in removals:
+        one_by_one.remove(structure)
+    at_once.remove_all(removals)
+    assert at_once.layers == one_by_one.layers
+    assert at_once.layers[0].kv_heads == [1] and at_once.layers[2].kv_heads == [0, 1]
