@@ -136,6 +136,14 @@ class PruneSettings(BaseModel):
             )
         return value
 
+    @field_validator("score")
+    @classmethod
+    def _score_for_gradient_methods(cls, value: Score, info: ValidationInfo) -> Score:
+        method = info.data.get("method")
+        if value is not Score.taylor and method not in (None, Method.gisp, Method.gisp_oneshot):
+            raise ValueError(f"score applies to gisp and gisp-oneshot, not {method.value}")
+        return value
+
     @model_validator(mode="after")
     def _one_shot_methods_take_one_step(self) -> PruneSettings:
         if self.method in ONE_SHOT_METHODS:

@@ -6,7 +6,7 @@ model's current order). Lower means less important; the pruning loop ranks them 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,13 @@ class LayerScores:
 
 
 PRUNABLE = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def output_projections(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
+    """Every o_proj and down_proj, keyed "<layer>.attn" / "<layer>.mlp": where heads and channels end."""
+    for index, layer in enumerate(model.model.layers):
+        yield f"{index}.attn", layer.self_attn.o_proj
+        yield f"{index}.mlp", layer.mlp.down_proj
 
 
 def prepare_for_gradients(model: nn.Module) -> None:
@@ -124,11 +131,10 @@ def taylor_scores(
     """
     centred: dict[int, torch.Tensor] = {}
     if input_means is not None:
-        for index, layer in enumerate(model.model.layers):
-            for linear, key in ((layer.self_attn.o_proj, f"{index}.attn"), (layer.mlp.down_proj, f"{index}.mlp")):
-                bias_grad = linear.bias.grad.float()
-                mean = input_means[key].to(bias_grad.device)
-                centred[id(linear)] = linear.weight.grad.float() - bias_grad[:, None] * mean[None, :]
+        for key, linear in output_projections(model):
+            bias_grad = linear.bias.grad.float()
+            mean = input_means[key].to(bias_grad.device)
+            centred[id(linear)] = linear.weight.grad.float() - bias_grad[:, None] * mean[None, :]
 
     def element(linear: nn.Linear) -> torch.Tensor:
         gradient = centred.get(id(linear))
@@ -178,12 +184,8 @@ class ActivationStatistics:
         self.mask: torch.Tensor | None = None
         self.loss = float("nan")
         self._handles = []
-        for index, layer in enumerate(model.model.layers):
-            for key, module in (
-                (f"{index}.attn", layer.self_attn.o_proj),
-                (f"{index}.mlp", layer.mlp.down_proj),
-            ):
-                self._handles.append(module.register_forward_pre_hook(self._hook(key)))
+        for key, module in output_projections(model):
+            self._handles.append(module.register_forward_pre_hook(self._hook(key)))
 
     def _hook(self, key: str) -> Callable:
         def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -248,10 +250,9 @@ class GateFisher:
         self.products: dict[str, list[torch.Tensor]] = {}
         self.gradients: dict[str, list[torch.Tensor]] = {}
         self._handles = []
-        for index, layer in enumerate(model.model.layers):
-            for key, module in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
-                self.products[key], self.gradients[key] = [], []
-                self._handles.append(module.register_forward_pre_hook(self._hook(key)))
+        for key, module in output_projections(model):
+            self.products[key], self.gradients[key] = [], []
+            self._handles.append(module.register_forward_pre_hook(self._hook(key)))
 
     def _hook(self, key: str) -> Callable:
         def watch(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -281,18 +282,18 @@ class GateFisher:
         normalization: Normalization,
         input_means: dict[str, torch.Tensor] | None = None,
     ) -> list[LayerScores]:
+        gates = {}
+        for key, linear in output_projections(model):
+            if not self.products[key]:  # no features left, or no gradient reached them
+                gates[key] = torch.zeros(1, linear.in_features, device=linear.weight.device)
+                continue
+            per_sequence = torch.cat(self.products[key])
+            if input_means is not None:
+                mean = input_means[key].to(per_sequence.device)
+                per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
+            gates[key] = per_sequence
         scores = []
         for index, layer in enumerate(model.model.layers):
-            gates = {}
-            for key, linear in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
-                if not self.products[key]:  # no features left, or no gradient reached them
-                    gates[key] = torch.zeros(1, linear.in_features, device=linear.weight.device)
-                    continue
-                per_sequence = torch.cat(self.products[key])
-                if input_means is not None:
-                    mean = input_means[key].to(per_sequence.device)
-                    per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
-                gates[key] = per_sequence
             attn = gates[f"{index}.attn"]
             heads = attn.view(attn.shape[0], attn.shape[1] // g.head_dim, g.head_dim).sum(-1)
             kv_index = layer.self_attn.kv_index

@@ -143,14 +143,9 @@ class PruningState:
         return 1.0 - alive / total
 
     def remove(self, structure: Structure) -> None:
-        layer = self.layers[structure.layer]
-        if structure.kind is Kind.channel:
-            layer.channels.remove(structure.index)
-            return
-        layer.heads.remove(structure.index)
-        kv = self.geometry.kv_of(structure.index)
-        if not any(self.geometry.kv_of(h) == kv for h in layer.heads):
-            layer.kv_heads.remove(kv)
+        if not self.is_alive(structure):
+            raise ValueError(f"{structure} is not alive")
+        self.remove_all([structure])
 
     def remove_all(self, structures: Iterable[Structure]) -> None:
         """``remove`` for many at once: each layer's lists are rebuilt once, not searched per structure."""

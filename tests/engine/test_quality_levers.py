@@ -38,6 +38,12 @@ def test_activation_statistics_report_the_calibration_loss_of_the_same_pass() ->
     assert torch.isclose(torch.tensor(stats.loss), torch.tensor(expected), rtol=1e-6)
 
 
+def test_the_fisher_score_is_refused_for_methods_without_gradients() -> None:
+    with pytest.raises(ValidationError, match="score applies to gisp and gisp-oneshot"):
+        settings(method=Method.wanda_sp, score="fisher")
+    assert settings(method=Method.gisp_oneshot, score="fisher").score.value == "fisher"
+
+
 def test_bias_compensation_is_refused_for_methods_that_cannot_use_it() -> None:
     for method, hint in ((Method.wanda_sp, "not wanda-sp"), (Method.flap, "FLAP always compensates")):
         with pytest.raises(ValidationError, match=hint):
