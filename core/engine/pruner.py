@@ -180,7 +180,18 @@ def _score(
     loss = float("nan")
     if method in importance.NEEDS_GRADIENTS:
         stats = importance.ActivationStatistics(model) if compensation is not None else None
-        fisher = importance.GateFisher(model) if settings.score is Score.fisher else None
+        fisher = None
+        if settings.score is Score.refit_fisher:
+            maps = importance.refit_residual_maps(
+                model,
+                batches,
+                geometry,
+                constant=compensation is not None,
+                dead=None if physical else _dead_features(state, geometry),
+            )
+            fisher = importance.GateFisher(model, maps)
+        elif settings.score is Score.fisher:
+            fisher = importance.GateFisher(model)
         with _output_bias_gradients(model, enabled=compensation is not None):
             try:
                 loss = importance.accumulate_gradients(model, batches, stats)
@@ -216,6 +227,18 @@ def _score(
         scores = importance.random_scores(state, settings.seed)
         physical = True  # random scores are drawn per alive structure already
     return ScoreTable.from_layer_scores(state, scores, geometry, physical), loss
+
+
+def _dead_features(state: PruningState, geometry: Geometry) -> dict[str, list[int]]:
+    """Input features of each output projection that a masked model keeps but no longer uses."""
+    hd = geometry.head_dim
+    dead = {}
+    for layer, alive in enumerate(state.layers):
+        heads = set(alive.heads)
+        channels = set(alive.channels)
+        dead[f"{layer}.attn"] = [h * hd + d for h in range(geometry.num_heads) if h not in heads for d in range(hd)]
+        dead[f"{layer}.mlp"] = [c for c in range(geometry.intermediate_size) if c not in channels]
+    return dead
 
 
 @contextmanager

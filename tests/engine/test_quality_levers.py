@@ -17,7 +17,7 @@ from core.engine.objectives import CalibrationPool
 from core.engine.pruner import prune
 from core.engine.slicing import slice_model
 from core.engine.structures import Kind, PruningState, Structure
-from core.pruning_spec import Method, PruneSettings
+from core.pruning_spec import Method, Normalization, PruneSettings
 from tests.engine.conftest import CORPUS, build_loaded
 
 ITEMS = [TextItem(text=" ".join(CORPUS))]
@@ -275,3 +275,95 @@ def test_fisher_scores_remove_structures_that_cannot_change_the_output_first() -
     assert Structure(1, Kind.head, 2) in first and Structure(1, Kind.channel, 7) in first
     taylor = prune(build_loaded("llama", layers=4), ITEMS, settings(sparsities=[0.1], steps=1))
     assert taylor.removal_sequence != trajectory.removal_sequence
+
+
+def test_residual_map_gives_the_least_squares_residual_of_each_block_on_all_other_features() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 12, generator=generator, dtype=torch.float64) @ torch.randn(
+        12, 12, generator=generator, dtype=torch.float64
+    ) + 0.5
+    a = torch.cat([x, torch.ones(400, 1, dtype=torch.float64)], dim=1)
+    residual_map = importance._residual_map(a.T @ a, 12, 3, damping=0.0)
+    residuals = a @ residual_map
+    for block in range(4):
+        own = list(range(3 * block, 3 * block + 3))
+        others = [c for c in range(13) if c not in own]
+        fit = torch.linalg.lstsq(a[:, others], a[:, own]).solution
+        torch.testing.assert_close(residuals[:, own], a[:, own] - a[:, others] @ fit, atol=1e-8, rtol=1e-6)
+
+
+def test_refit_fisher_records_the_gate_gradient_of_each_sequence_on_the_regression_residual() -> None:
+    """∂L_s/∂m for an input x - (1 - m)·r, r = a·Q: the loss change of removing what a refit cannot restore."""
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gradients(model)
+    g = geometry_of(loaded.model.config)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    maps = importance.refit_residual_maps(model, batches, g, constant=True)
+    fisher = importance.GateFisher(model, maps)
+    importance.accumulate_gradients(model, batches)
+    fisher.close()
+
+    projections = dict(importance.output_projections(model))
+    gates = {key: torch.ones(p.in_features, requires_grad=True) for key, p in projections.items()}
+
+    def gated(key: str):
+        def hook(_module, inputs):
+            x = inputs[0]
+            residual = x.detach() @ maps[key][:-1] + maps[key][-1]
+            return (x - (1 - gates[key]) * residual,)
+
+        return hook
+
+    for key, projection in projections.items():
+        projection.register_forward_pre_hook(gated(key))
+    for number, batch in enumerate(batches):
+        for row in range(batch.input_ids.shape[0]):
+            single = type(batch)(
+                *(t[row : row + 1] for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights))
+            )
+            for gate in gates.values():
+                gate.grad = None
+            importance.batch_loss(model, single).backward()
+            for key, gate in gates.items():
+                torch.testing.assert_close(fisher.products[key][number][row], gate.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_refit_fisher_scores_a_channel_the_others_duplicate_near_zero() -> None:
+    """A channel whose input another channel repeats costs nothing once refitted; plain Fisher cannot see that."""
+    loaded = build_loaded("llama")
+    with torch.no_grad():
+        mlp = loaded.model.model.layers[1].mlp
+        mlp.gate_proj.weight[7] = mlp.gate_proj.weight[8]
+        mlp.up_proj.weight[7] = mlp.up_proj.weight[8]
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gradients(model)
+    g = geometry_of(loaded.model.config)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(samples=64, seq_len=32, batch_size=16)).batches(0)
+    scores = {}
+    for name, maps in (("fisher", None), ("refit", importance.refit_residual_maps(model, batches, g, constant=False, damping=1e-4))):
+        fisher = importance.GateFisher(model, maps)
+        importance.accumulate_gradients(model, batches)
+        scores[name] = fisher.close().scores(model, g, Normalization.params)[1].channels
+    kept_by_refit = scores["refit"] / scores["fisher"]  # the share of each channel's cost a refit cannot undo
+    assert kept_by_refit[7] < 0.05
+    assert kept_by_refit[7] < 0.1 * kept_by_refit.median()
+    assert scores["fisher"][7] > 0.05 * scores["fisher"].median()
+
+
+def test_refit_fisher_prunes_resumes_and_masks_like_every_score() -> None:
+    chosen = settings(score="refit-fisher")
+    sliced = prune(build_loaded("llama"), ITEMS, chosen)
+    masked = prune(build_loaded("llama"), ITEMS, chosen, physical=False)
+    # the same structures each step (within a step, near-equal scores may swap order between the two layouts)
+    assert [sorted(map(tuple, s.removed)) for s in sliced.steps] == [sorted(map(tuple, s.removed)) for s in masked.steps]
+    assert sliced.removal_sequence != prune(build_loaded("llama"), ITEMS, settings(score="fisher")).removal_sequence
+    calls = {"n": 0}
+
+    def stop_after_two() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 2
+
+    partial = prune(build_loaded("llama"), ITEMS, chosen, should_stop=stop_after_two)
+    resumed = prune(build_loaded("llama"), ITEMS, chosen, resume=type(partial).from_json(partial.to_json()))
+    assert [(s.removed, s.loss) for s in resumed.steps] == [(s.removed, s.loss) for s in sliced.steps]

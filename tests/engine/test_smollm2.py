@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,20 @@ def test_prune_smollm2_and_load_the_checkpoint_with_stock_transformers(smollm2, 
         generated = model.generate(**ids, max_new_tokens=8, do_sample=False)
     text = tokenizer.decode(generated[0][ids["input_ids"].shape[1] :])
     assert generated.shape[1] == ids["input_ids"].shape[1] + 8 and text.strip()
+
+
+def test_processes_importing_on_a_fresh_machine_at_once_share_one_complete_copy(tmp_path: Path) -> None:
+    """Workers that start together each import into their own folder; one lands, nothing half-written stays."""
+    script = "from core.assets import smollm2_model_dir; print(smollm2_model_dir())"
+    env = {**os.environ, "GISP_CACHE_DIR": str(tmp_path), "GISP_SMOLLM2_GGUF": str(smollm2_gguf())}
+    root = Path(__file__).resolve().parents[2]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script], cwd=root, env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0].strip() for p in processes]
+    assert [p.returncode for p in processes] == [0, 0]
+    target = tmp_path / "models" / "smollm2-135m-instruct"
+    assert outputs == [str(target), str(target)]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [target.name]
+    assert load_model(target).model.config.num_hidden_layers == 30
