@@ -5,7 +5,8 @@
 1. one GISP step (gradients, scores, ranking, slicing) vs a plain forward+backward over the same batch;
 2. peak memory of each (separate processes, peak resident set size above the loaded model's);
 3. a whole run to 50 % that slices as it goes vs one that only masks;
-4. forward latency of the 50 % checkpoint vs the dense model (batch 1 × 128 tokens).
+4. forward latency of the 50 % checkpoint vs the dense model (batch 1 × 128 tokens);
+5. (``--only scores``) a GISP step with each score (``--scores``) against one with the default Taylor score.
 """
 
 from __future__ import annotations
@@ -82,15 +83,26 @@ def measure_gisp_step(args: argparse.Namespace) -> dict:
         i for i in range(geometry.num_layers) if i not in protected_layers(settings, geometry.num_layers)
     ]
     working = to_gisp_model(loaded.model)
-    importance.prepare_for_gradients(working)
+    if args.score == "taylor":
+        importance.prepare_for_gradients(working)
+    else:
+        importance.prepare_for_gate_gradients(working)
     state = PruningState.dense(geometry)
     baseline = _peak_rss_mb()
     times = []
     for step in range(args.repeats):
         batches = pool.batches(step)
         started = time.perf_counter()
-        importance.accumulate_gradients(working, batches)
-        scores = importance.taylor_scores(working, geometry, settings.normalization)
+        if args.score == "taylor":
+            importance.accumulate_gradients(working, batches)
+            scores = importance.taylor_scores(working, geometry, settings.normalization)
+        else:
+            maps = None
+            if args.score == "refit-fisher":
+                maps = importance.refit_residual_maps(working, batches, geometry, constant=False)
+            fisher = importance.GateFisher(working, maps)
+            importance.accumulate_gradients(working, batches)
+            scores = fisher.close().scores(working, geometry, settings.normalization)
         ranked = ScoreTable.from_layer_scores(state, scores, geometry, physical=True)
         new_state, _, _ = select(state, ranked, eligible, state.sparsity() + 0.005)
         slice_model(working, state, new_state)
@@ -171,6 +183,10 @@ def main() -> None:
     parser.add_argument("--measure", choices=sorted(MEASUREMENTS))
     parser.add_argument("--only", default="step,run,latency", help="which comparisons to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--score", default="taylor", choices=("taylor", "fisher", "refit-fisher"), help="the GISP step's score"
+    )
+    parser.add_argument("--scores", default="fisher,refit-fisher", help="the scores part compares these to taylor")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -183,6 +199,7 @@ def main() -> None:
         f"--batch-size={args.batch_size}",
         f"--repeats={args.repeats}",
         f"--run-steps={args.run_steps}",
+        f"--score={args.score}",
     ]
     only = set(args.only.split(","))
     results: dict[str, dict] = {
@@ -190,7 +207,7 @@ def main() -> None:
         "torch": torch.__version__,
         "args": vars(args),
     }
-    results["args"]["json"] = str(args.json) if args.json else None
+    results["args"] = {**results["args"], "json": str(args.json) if args.json else None}
     if "step" in only:
         plain, step = _in_subprocess("plain", argv), _in_subprocess("gisp-step", argv)
         results["step"] = {"plain": plain, "gisp": step}
@@ -204,6 +221,16 @@ def main() -> None:
             f"GISP step / plain fwd+bwd peak memory: {memory:.3f}  ({step['peak_mb_above_model']:.0f} MB vs "
             f"{plain['peak_mb_above_model']:.0f} MB above the loaded model; target <= 1.25)"
         )
+    if "scores" in only:
+        results["scores"] = {}
+        for score in ["taylor", *filter(None, args.scores.split(","))]:
+            results["scores"][score] = _in_subprocess("gisp-step", [*argv, f"--score={score}"])
+        taylor = statistics.median(results["scores"]["taylor"]["seconds"])
+        for score, measured in results["scores"].items():
+            print(
+                f"GISP step with score={score} / with taylor: {statistics.median(measured['seconds']) / taylor:.3f}  "
+                f"(median {statistics.median(measured['seconds']):.2f}s; peak {measured['peak_mb_above_model']:.0f} MB)"
+            )
     if "run" in only:
         sliced, masked = _in_subprocess("run-sliced", argv), _in_subprocess("run-masked", argv)
         results["run"] = {"sliced": sliced, "masked": masked}

@@ -6,7 +6,7 @@ model's current order). Lower means less important; the pruning loop ranks them 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -39,6 +39,17 @@ def prepare_for_gradients(model: nn.Module) -> None:
     """Gradients only where scores need them: the decoder's linear weights, never embeddings or LM head."""
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(name.endswith(tuple(f"{p}.weight" for p in PRUNABLE)) and ".layers." in name)
+
+
+def prepare_for_gate_gradients(model: nn.Module) -> None:
+    """Gate scores (``GateFisher``) read only the gradients that reach the output projections' inputs.
+
+    No weight then needs a gradient, so backward skips every weight-gradient product (about half its work);
+    the embeddings' output is made to require a gradient instead, so the loss still has a graph to run back
+    through.
+    """
+    model.requires_grad_(False)
+    model.model.embed_tokens.register_forward_hook(lambda _module, _inputs, output: output.requires_grad_(True))
 
 
 def accumulate_gradients(
@@ -340,6 +351,7 @@ def refit_residual_maps(
     constant: bool,
     damping: float = DEFAULT_DAMPING,
     dead: dict[str, list[int]] | None = None,
+    skip_layers: Iterable[int] = (),
 ) -> dict[str, torch.Tensor]:
     """Per output projection, Q with a·Q = the residual of each structure's inputs regressed on all others.
 
@@ -348,6 +360,7 @@ def refit_residual_maps(
     A·P[:, S]·(P_SS)⁻¹, so one (features+1) × features matrix serves every structure of the layer. λ is the
     refit's own damping. One forward pass over ``batches``, padding excluded, stopped before the LM head.
     ``dead``: features of a masked (not sliced) model that were removed; they predict nothing.
+    ``skip_layers`` (protected layers, whose structures are never ranked) get no map.
     """
     device = next(model.parameters()).device
     grams: dict[str, torch.Tensor] = {}
@@ -366,7 +379,9 @@ def refit_residual_maps(
     def stop(_module: nn.Module, _inputs: tuple[torch.Tensor, ...]) -> None:
         raise _EndOfDecoder
 
-    handles = [linear.register_forward_pre_hook(hook(key)) for key, linear in output_projections(model)]
+    skipped = {f"{layer}.{kind}" for layer in skip_layers for kind in ("attn", "mlp")}
+    projections = [(key, linear) for key, linear in output_projections(model) if key not in skipped]
+    handles = [linear.register_forward_pre_hook(hook(key)) for key, linear in projections]
     handles.append(model.model.norm.register_forward_pre_hook(stop))
     try:
         for batch in batches:
@@ -378,7 +393,7 @@ def refit_residual_maps(
         for handle in handles:
             handle.remove()
     maps = {}
-    for key, linear in output_projections(model):
+    for key, linear in projections:
         if linear.in_features and key in grams:
             block = g.head_dim if key.endswith(".attn") else 1
             excluded = (dead or {}).get(key, [])
@@ -400,7 +415,8 @@ def _residual_map(
         damped[out, out] = 1
     energy = float(gram[diagonal[kept], diagonal[kept]].mean()) if bool(kept.any()) else 1.0
     damped[diagonal[kept], diagonal[kept]] += damping * energy + 1e-12
-    inverse = torch.linalg.inv(damped)
+    factor, info = torch.linalg.cholesky_ex(damped)  # damped: positive definite; Cholesky is the cheap inverse
+    inverse = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.inv(damped)
     blocks = features // block
     own = torch.arange(blocks, device=gram.device)
     diagonal_blocks = inverse[:features, :features].reshape(blocks, block, blocks, block)[own, :, own, :]

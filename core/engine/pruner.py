@@ -78,8 +78,10 @@ def prune(
         _check_resumable(resume, settings, loaded, items, schedule)
 
     working = to_gisp_model(base, copy=not physical)
-    if settings.method in importance.NEEDS_GRADIENTS:
+    if settings.method in importance.NEEDS_GRADIENTS and settings.score is Score.taylor:
         importance.prepare_for_gradients(working)
+    elif settings.method in importance.NEEDS_GRADIENTS:
+        importance.prepare_for_gate_gradients(working)
     else:
         working.requires_grad_(False)
     iterative = settings.method is Method.gisp
@@ -188,6 +190,7 @@ def _score(
                 geometry,
                 constant=compensation is not None,
                 dead=None if physical else _dead_features(state, geometry),
+                skip_layers=trajectory.protected_layers,
             )
             fisher = importance.GateFisher(model, maps)
         elif settings.score is Score.fisher:

@@ -367,3 +367,19 @@ def test_refit_fisher_prunes_resumes_and_masks_like_every_score() -> None:
     partial = prune(build_loaded("llama"), ITEMS, chosen, should_stop=stop_after_two)
     resumed = prune(build_loaded("llama"), ITEMS, chosen, resume=type(partial).from_json(partial.to_json()))
     assert [(s.removed, s.loss) for s in resumed.steps] == [(s.removed, s.loss) for s in sliced.steps]
+
+
+def test_gate_scores_need_no_weight_gradients_and_record_the_same_products() -> None:
+    loaded = build_loaded("llama")
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    products = []
+    for prepare in (importance.prepare_for_gradients, importance.prepare_for_gate_gradients):
+        model = to_gisp_model(loaded.model, copy=True)
+        prepare(model)
+        fisher = importance.GateFisher(model)
+        importance.accumulate_gradients(model, batches)
+        products.append({key: torch.cat(values) for key, values in fisher.close().products.items()})
+        weight_gradients = [p.grad for name, p in model.named_parameters() if name.endswith("weight")]
+    assert all(gradient is None for gradient in weight_gradients)
+    for key, expected in products[0].items():
+        assert torch.equal(products[1][key], expected)  # the same arithmetic, bit for bit
