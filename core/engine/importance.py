@@ -7,13 +7,13 @@ model's current order). Lower means less important; the pruning loop ranks them 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from core.engine.objectives import Batch, batch_loss, weighted_sequence_loss
+from core.engine.partial_forward import forward_until
 from core.engine.reconstruct import DEFAULT_DAMPING
 from core.engine.structures import Geometry, PruningState
 from core.pruning_spec import Method, Normalization
@@ -338,10 +338,6 @@ class GateFisher:
         return scores
 
 
-class _EndOfDecoder(Exception):
-    """Stops a statistics-only forward pass before the LM head, whose logits nothing reads."""
-
-
 @torch.no_grad()
 def refit_residual_maps(
     model: nn.Module,
@@ -362,7 +358,6 @@ def refit_residual_maps(
     ``dead``: features of a masked (not sliced) model that were removed; they predict nothing.
     ``skip_layers`` (protected layers, whose structures are never ranked) get no map.
     """
-    device = next(model.parameters()).device
     grams: dict[str, torch.Tensor] = {}
     mask: torch.Tensor | None = None
 
@@ -376,19 +371,15 @@ def refit_residual_maps(
 
         return record
 
-    def stop(_module: nn.Module, _inputs: tuple[torch.Tensor, ...]) -> None:
-        raise _EndOfDecoder
+    def set_mask(batch: Batch) -> None:
+        nonlocal mask
+        mask = batch.attention_mask.bool()
 
     skipped = {f"{layer}.{kind}" for layer in skip_layers for kind in ("attn", "mlp")}
     projections = [(key, linear) for key, linear in output_projections(model) if key not in skipped]
     handles = [linear.register_forward_pre_hook(hook(key)) for key, linear in projections]
-    handles.append(model.model.norm.register_forward_pre_hook(stop))
-    try:
-        for batch in batches:
-            batch = batch.to(device)
-            mask = batch.attention_mask.bool()
-            with suppress(_EndOfDecoder):
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+    try:  # the LM head's logits are never read: the pass ends at the final norm
+        forward_until(model, batches, model.model.norm, set_mask)
     finally:
         for handle in handles:
             handle.remove()

@@ -14,7 +14,7 @@ when few tokens see many features.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 
 from core.engine.modeling.modeling_gisp import GispForCausalLM
 from core.engine.objectives import Batch
+from core.engine.partial_forward import forward_until
 from core.engine.structures import Geometry, PruningState
 
 
@@ -34,10 +35,6 @@ class _LayerInput:
 
 
 DEFAULT_DAMPING = 0.01
-
-
-class _Stop(Exception):
-    """Ends a forward pass once the first decoder layer's inputs are captured."""
 
 
 class _Gram:
@@ -145,23 +142,22 @@ def _give_every_projection_a_bias(model: GispForCausalLM) -> None:
 
 def _first_layer_inputs(model: GispForCausalLM, batches: list[Batch]) -> list[_LayerInput]:
     captured: list[_LayerInput] = []
-    device = next(model.parameters()).device
     tokens: torch.Tensor | None = None
+
+    def set_tokens(batch: Batch) -> None:
+        nonlocal tokens
+        tokens = batch.attention_mask.bool()
 
     def capture(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         assert tokens is not None
         captured.append(
             _LayerInput(args[0].detach(), kwargs["position_embeddings"], kwargs.get("attention_mask"), tokens)
         )
-        raise _Stop
 
-    handle = model.model.layers[0].register_forward_pre_hook(capture, with_kwargs=True)
+    first = model.model.layers[0]
+    handle = first.register_forward_pre_hook(capture, with_kwargs=True)
     try:
-        for batch in batches:
-            batch = batch.to(device)
-            tokens = batch.attention_mask.bool()
-            with suppress(_Stop):
-                model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        forward_until(model, batches, first, set_tokens)
     finally:
         handle.remove()
     return captured
