@@ -7,6 +7,7 @@ model's current order). Lower means less important; the pruning loop ranks them 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +15,7 @@ from torch import nn
 
 from core.engine.objectives import Batch, batch_loss, weighted_sequence_loss
 from core.engine.partial_forward import forward_until
-from core.engine.reconstruct import DEFAULT_DAMPING
+from core.engine.reconstruct import DEFAULT_DAMPING, Gram
 from core.engine.structures import Geometry, PruningState
 from core.pruning_spec import Method, Normalization
 
@@ -358,37 +359,24 @@ def refit_residual_maps(
     ``dead``: features of a masked (not sliced) model that were removed; they predict nothing.
     ``skip_layers`` (protected layers, whose structures are never ranked) get no map.
     """
-    grams: dict[str, torch.Tensor] = {}
-    mask: torch.Tensor | None = None
-
-    def hook(key: str) -> Callable:
-        def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].detach()
-            x = (x[mask] if mask is not None else x.flatten(0, -2)).double()
-            if constant:
-                x = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)
-            grams[key] = grams[key] + x.T @ x if key in grams else x.T @ x
-
-        return record
-
-    def set_mask(batch: Batch) -> None:
-        nonlocal mask
-        mask = batch.attention_mask.bool()
-
     skipped = {f"{layer}.{kind}" for layer in skip_layers for kind in ("attn", "mlp")}
     projections = [(key, linear) for key, linear in output_projections(model) if key not in skipped]
-    handles = [linear.register_forward_pre_hook(hook(key)) for key, linear in projections]
-    try:  # the LM head's logits are never read: the pass ends at the final norm
-        forward_until(model, batches, model.model.norm, set_mask)
-    finally:
-        for handle in handles:
-            handle.remove()
+    grams = {key: Gram(constant) for key, _ in projections}
+
+    def set_tokens(batch: Batch) -> None:
+        for gram in grams.values():
+            gram.tokens = batch.attention_mask.bool()
+
+    with ExitStack() as watching:
+        for key, linear in projections:
+            watching.enter_context(grams[key].watching(linear))
+        forward_until(model, batches, model.model.norm, set_tokens)  # the LM head's logits are never read
     maps = {}
     for key, linear in projections:
-        if linear.in_features and key in grams:
+        if linear.in_features and grams[key].matrix is not None:
             block = g.head_dim if key.endswith(".attn") else 1
             excluded = (dead or {}).get(key, [])
-            maps[key] = _residual_map(grams[key], linear.in_features, block, damping, excluded).float()
+            maps[key] = _residual_map(grams[key].matrix, linear.in_features, block, damping, excluded).float()
     return maps
 
 

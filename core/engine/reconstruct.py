@@ -37,21 +37,26 @@ class _LayerInput:
 DEFAULT_DAMPING = 0.01
 
 
-class _Gram:
-    """Σ a aᵀ over real tokens, a = [x, 1]: everything the least-squares solve needs, in float64."""
+class Gram:
+    """Σ a aᵀ over real tokens, a = [x, 1] (or x without ``constant``): all a least-squares solve needs, in float64.
 
-    def __init__(self) -> None:
+    ``tokens`` (bool, batch × seq) marks the real tokens of the batch being added; padding never counts.
+    """
+
+    def __init__(self, constant: bool = True) -> None:
+        self.constant = constant
         self.matrix: torch.Tensor | None = None
         self.tokens: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor) -> None:
-        x = x[self.tokens].double() if self.tokens is not None else x.flatten(0, -2).double()
-        a = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)], dim=1)
+        a = x[self.tokens].double() if self.tokens is not None else x.flatten(0, -2).double()
+        if self.constant:
+            a = torch.cat([a, torch.ones(a.shape[0], 1, dtype=a.dtype, device=a.device)], dim=1)
         update = a.T @ a
         self.matrix = update if self.matrix is None else self.matrix + update
 
     @contextmanager
-    def watching(self, linear: nn.Linear) -> Iterator[_Gram]:
+    def watching(self, linear: nn.Linear) -> Iterator[Gram]:
         handle = linear.register_forward_pre_hook(lambda _m, inputs: self.add(inputs[0].detach()))
         try:
             yield self
@@ -84,7 +89,7 @@ def reconstruct_outputs(
     for layer, base_layer, alive in zip(model.model.layers, base.model.layers, state.layers):
         kept_features = [h * g.head_dim + d for h in alive.heads for d in range(g.head_dim)]
         if len(alive.heads) < g.num_heads:
-            gram = _Gram()
+            gram = Gram()
             with gram.watching(base_layer.self_attn.o_proj):
                 for item in inputs:
                     gram.tokens = item.tokens
@@ -92,7 +97,7 @@ def reconstruct_outputs(
                     base_layer.self_attn(normed, item.position_embeddings, attention_mask=item.attention_mask)
             _refit(layer.self_attn.o_proj, base_layer.self_attn.o_proj, gram.matrix, kept_features, damping, fit_bias)
         if len(alive.channels) < g.intermediate_size:
-            gram = _Gram()
+            gram = Gram()
             with gram.watching(base_layer.mlp.down_proj):
                 for item in inputs:
                     gram.tokens = item.tokens
