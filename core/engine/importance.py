@@ -292,8 +292,9 @@ class GateFisher:
             if residual_map.shape[0] > features:  # the regression's constant term
                 residual = residual + residual_map[features].to(x.device)
             x = residual
+        else:  # Σ g centres the products under compensation; the regression's constant does that for residuals
+            self.gradients[key].append(grad.sum(1))
         self.products[key].append((x * grad).sum(1))  # (sequences, features)
-        self.gradients[key].append(grad.sum(1))
 
     def close(self) -> GateFisher:
         for handle in self._handles:

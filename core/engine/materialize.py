@@ -28,7 +28,7 @@ from core.engine.modeling.modeling_gisp import GispForCausalLM
 from core.engine.objectives import Batch, CalibrationPool
 from core.engine.reconstruct import reconstruct_outputs
 from core.engine.slicing import slice_model
-from core.engine.structures import Geometry, Kind, LayerState, PruningState, Structure
+from core.engine.structures import Kind, LayerState, PruningState, Structure
 from core.engine.trajectory import Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
@@ -299,27 +299,25 @@ def _enable_stock_biases(config: Any) -> None:
 
 @torch.no_grad()
 def _compensate(model: GispForCausalLM, base: nn.Module, trajectory: Trajectory, state: PruningState) -> None:
-    compensate_biases(model, base, trajectory.geometry, trajectory.compensation or {}, state)
+    compensate_biases(model, base, trajectory.compensation or {}, state)
     model.config.o_proj_bias = True
     model.config.down_proj_bias = True
 
 
 @torch.no_grad()
 def compensate_biases(
-    model: nn.Module, base: nn.Module, g: Geometry, means: dict[str, list[float]], state: PruningState
+    model: nn.Module, base: nn.Module, means: dict[str, list[float]], state: PruningState
 ) -> None:
     """Set each o_proj / down_proj bias to the base bias plus W_base[:, removed] · mean(removed) (FLAP's form).
 
     Computed from the base model every time, so the pruning loop (which calls it after every step) and a
     checkpoint rebuilt from the trajectory get the very same biases.
     """
-    for index, (layer, alive) in enumerate(zip(model.model.layers, state.layers)):
+    for index, layer in enumerate(model.model.layers):
         base_layer = base.model.layers[index]
-        dead_heads = sorted(set(range(g.num_heads)) - set(alive.heads))
-        features = [h * g.head_dim + d for h in dead_heads for d in range(g.head_dim)]
+        features, channels = state.removed_features(index)
         _set_bias(layer.self_attn.o_proj, base_layer.self_attn.o_proj, features, means[f"{index}.attn"])
-        dead_channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
-        _set_bias(layer.mlp.down_proj, base_layer.mlp.down_proj, dead_channels, means[f"{index}.mlp"])
+        _set_bias(layer.mlp.down_proj, base_layer.mlp.down_proj, channels, means[f"{index}.mlp"])
 
 
 def _set_bias(linear: nn.Linear, base: nn.Linear, removed: list[int], means: list[float]) -> None:

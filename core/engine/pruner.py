@@ -189,13 +189,14 @@ def _score(
                 batches,
                 geometry,
                 constant=compensation is not None,
-                dead=None if physical else _dead_features(state, geometry),
+                dead=None if physical else _removed_features(state),
                 skip_layers=trajectory.protected_layers,
             )
             fisher = importance.GateFisher(model, maps)
         elif settings.score is Score.fisher:
             fisher = importance.GateFisher(model)
-        with _output_bias_gradients(model, enabled=compensation is not None):
+        # only the centred Taylor score reads ḡ_bias; the gate scores centre with their own per-sequence sums
+        with _output_bias_gradients(model, enabled=compensation is not None and fisher is None):
             try:
                 loss = importance.accumulate_gradients(model, batches, stats)
             finally:
@@ -232,16 +233,12 @@ def _score(
     return ScoreTable.from_layer_scores(state, scores, geometry, physical), loss
 
 
-def _dead_features(state: PruningState, geometry: Geometry) -> dict[str, list[int]]:
-    """Input features of each output projection that a masked model keeps but no longer uses."""
-    hd = geometry.head_dim
-    dead = {}
-    for layer, alive in enumerate(state.layers):
-        heads = set(alive.heads)
-        channels = set(alive.channels)
-        dead[f"{layer}.attn"] = [h * hd + d for h in range(geometry.num_heads) if h not in heads for d in range(hd)]
-        dead[f"{layer}.mlp"] = [c for c in range(geometry.intermediate_size) if c not in channels]
-    return dead
+def _removed_features(state: PruningState) -> dict[str, list[int]]:
+    """Per output projection, the inputs a masked model still computes but no longer uses."""
+    removed = {}
+    for layer in range(len(state.layers)):
+        removed[f"{layer}.attn"], removed[f"{layer}.mlp"] = state.removed_features(layer)
+    return removed
 
 
 @contextmanager
@@ -362,4 +359,4 @@ class _Compensation:
 
     def apply(self, model: torch.nn.Module, state: PruningState) -> None:
         """Set every o_proj and down_proj bias to the base bias plus its dead features' compensation."""
-        compensate_biases(model, self.base, self.geometry, self.means, state)
+        compensate_biases(model, self.base, self.means, state)

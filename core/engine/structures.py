@@ -126,6 +126,14 @@ class PruningState:
             [LayerState(list(s.heads), list(s.kv_heads), list(s.channels)) for s in self.layers],
         )
 
+    def removed_features(self, layer: int) -> tuple[list[int], list[int]]:
+        """Base-model input features of the layer's o_proj and down_proj whose heads / channels are removed."""
+        g = self.geometry
+        alive = self.layers[layer]
+        heads = sorted(set(range(g.num_heads)) - set(alive.heads))
+        channels = sorted(set(range(g.intermediate_size)) - set(alive.channels))
+        return [h * g.head_dim + d for h in heads for d in range(g.head_dim)], channels
+
     def decoder_params(self) -> int:
         return sum(
             self.geometry.layer_params(len(s.heads), len(s.kv_heads), len(s.channels)) for s in self.layers
