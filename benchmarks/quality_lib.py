@@ -138,7 +138,16 @@ class Evaluator:
             "mean_acc_norm": mean["acc_norm"],
             "tasks": {t: {"acc": r.acc, "acc_norm": r.acc_norm, "n": r.n} for t, r in results.items()},
             "labels": {t: [p.chosen == p.label for p in r.predictions] for t, r in results.items()},
+            "labels_norm": {t: [p.chosen_norm == p.label for p in r.predictions] for t, r in results.items()},
         }
+
+    def chance(self, limit: int | None) -> float:
+        """The mean accuracy of guessing uniformly among each item's choices, on the items ``cmqa`` scores."""
+        per_task = [
+            sum(1 / len(item.choices) for item in items) / len(items)
+            for items in (self._items(task, limit) for task in self.tasks)
+        ]
+        return sum(per_task) / len(per_task)
 
     @staticmethod
     def latency(model: torch.nn.Module, repeats: int) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.eval.stats import mean_interval, paired_mean_difference
+
 LAYOUT_TITLES = {
     "nonuniform": "Table 1: non-uniform layout (the subnetwork each method chose)",
     "uniform": "Table 2: uniform layout (equal sizes per layer, stock transformers classes)",
@@ -62,17 +64,44 @@ def layout_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _row_label(row: dict[str, Any]) -> str:
+    if "name" not in row:  # results written before rows carried their name
+        return row["method"].split(" (")[0]
+    return row["name"] + (" + refit" if row.get("refit") else "")
+
+
+def _mean_with_interval(cmqa: dict[str, Any], metric: str = "acc") -> str:
+    tasks = cmqa["tasks"].values()
+    low, high = mean_interval([t[metric] for t in tasks], [t["n"] for t in tasks])
+    return f"{cmqa[f'mean_{metric}']:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _paired(row: dict[str, Any], reference: dict[str, Any], key: str) -> str:
+    """Reference minus this row on the same items, with its 95 % interval (``stats.paired_mean_difference``)."""
+    if row is reference or key not in row["cmqa"] or key not in reference["cmqa"]:
+        return "–"
+    difference, low, high = paired_mean_difference(reference["cmqa"][key], row["cmqa"][key])
+    return f"{difference:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def margin_table(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """Accuracy of every row with its interval, and the first margin-objective row's paired lead over it."""
+    reference = next((r for r in rows if r["objective"] == "margin"), rows[0])
+    name = _row_label(reference)
     lines = [
-        "| method | objective | calibration | mean CMQA acc | " + " | ".join(tasks) + " | WikiText-2 ppl |",
-        "|---|---|---|---|" + "---|" * len(tasks) + "---|",
+        f"| method | objective | calibration | mean CMQA acc [95 % CI] | {name} (margin) minus this row, acc "
+        f"| mean acc_norm [95 % CI] | {name} (margin) minus this row, acc_norm | "
+        + " | ".join(tasks) + " | WikiText-2 ppl |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(tasks) + "---|",
     ]
     for row in rows:
-        calibration = "CMQA train" if row["objective"] == "margin" else "WikiText-2 val"
+        calibration = {"margin": "CMQA train", "perplexity": "WikiText-2 val"}.get(row["objective"], "–")
         per_task = " | ".join(f"{row['cmqa']['tasks'][t]['acc']:.3f}" for t in tasks)
+        acc_norm = _mean_with_interval(row["cmqa"], "acc_norm") if "mean_acc_norm" in row["cmqa"] else "–"
         lines.append(
-            f"| {row['method'].split(' (')[0]} | {row['objective']} | {calibration} "
-            f"| {row['cmqa']['mean_acc']:.4f} | {per_task} | {_fmt_ppl(row['ppl']['perplexity'])} |"
+            f"| {_row_label(row)} | {row['objective'] or '–'} | {calibration} | {_mean_with_interval(row['cmqa'])} "
+            f"| {_paired(row, reference, 'labels')} | {acc_norm} | {_paired(row, reference, 'labels_norm')} "
+            f"| {per_task} | {_fmt_ppl(row['ppl']['perplexity'])} |"
         )
     return lines
 
@@ -106,7 +135,10 @@ def markdown(results: dict[str, Any]) -> str:
             out += [f"**{title}**", "", *layout_table(results["tables"][layout]), ""]
     if "margin" in results["tables"]:
         target = results["tables"]["margin"][0]["target"]
+        chance = results["evaluation"].get("cmqa_margin_chance")
         out += [f"**Table 3: CMQA accuracy at {target:.0%}, margin vs perplexity objective**", ""]
+        if chance is not None:
+            out += [f"Guessing uniformly scores {chance:.3f} on these items.", ""]
         out += [*margin_table(results["tables"]["margin"], tasks), ""]
     return "\n".join(out)
 
