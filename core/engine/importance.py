@@ -309,7 +309,14 @@ class GateFisher:
         g: Geometry,
         normalization: Normalization,
         input_means: dict[str, torch.Tensor] | None = None,
+        groups: torch.Tensor | None = None,
     ) -> list[LayerScores]:
+        """Per structure, Σ over calibration items of the squared gate gradient, normalised.
+
+        ``groups`` names the item of every sequence in the order the batches ran (``Batch.groups``): a
+        margin item's choices are one loss, so their gradients add before squaring. Without it, or when every
+        sequence is its own item (perplexity, answer), each sequence is squared alone.
+        """
         gates = {}
         for key, linear in output_projections(model):
             if not self.products[key]:  # no features left, or no gradient reached them
@@ -319,7 +326,7 @@ class GateFisher:
             if input_means is not None and key not in self.residual_maps:
                 mean = input_means[key].to(per_sequence.device)
                 per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
-            gates[key] = per_sequence
+            gates[key] = per_sequence if groups is None else _sum_per_item(per_sequence, groups)
         scores = []
         for index, layer in enumerate(model.model.layers):
             attn = gates[f"{index}.attn"]
@@ -338,6 +345,17 @@ class GateFisher:
                 )
             )
         return scores
+
+
+def _sum_per_item(per_sequence: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Rows of the same item added together; rows stay as they are when every item has one sequence."""
+    if groups.numel() != per_sequence.shape[0]:
+        raise RuntimeError(f"{per_sequence.shape[0]} recorded sequences but {groups.numel()} group labels")
+    items, index = torch.unique(groups.to(per_sequence.device), return_inverse=True)
+    if items.numel() == groups.numel():
+        return per_sequence
+    summed = torch.zeros(items.numel(), per_sequence.shape[1], dtype=per_sequence.dtype, device=per_sequence.device)
+    return summed.index_add_(0, index, per_sequence)
 
 
 @torch.no_grad()

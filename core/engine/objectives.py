@@ -7,6 +7,9 @@ Every objective is a weighted sum of per-sequence mean token losses:
 * margin: per item, the correct choice weighs +1/n and each of its k-1 wrong choices -1/(n(k-1)),
   prompt tokens masked: mean loss of the correct answer minus mean loss of the wrong ones.
 
+Each sequence also names the item it belongs to (``group``): per-item statistics such as the gate Fisher of
+the margin objective must add an item's sequences before squaring, as the margin is one loss per item.
+
 One loss function therefore serves every objective, and gradients accumulate over micro-batches exactly.
 """
 
@@ -37,6 +40,7 @@ class CalibrationSequence:
     input_ids: list[int]
     labels: list[int]  # IGNORE where a token carries no loss
     weight: float
+    group: int = 0  # the calibration item (or text window) this sequence belongs to, unique within a step
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,12 @@ class Batch:
     attention_mask: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor
+    groups: torch.Tensor | None = None  # each row's ``CalibrationSequence.group``
 
     def to(self, device: torch.device | str) -> Batch:
+        groups = None if self.groups is None else self.groups.to(device)
         return Batch(
-            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.weights))
+            *(t.to(device) for t in (self.input_ids, self.attention_mask, self.labels, self.weights)), groups
         )
 
     @property
@@ -117,7 +123,7 @@ class CalibrationPool:
         count = min(self.samples, len(self._encoded))
         chosen = rng.sample(range(len(self._encoded)), count)
         sequences: list[CalibrationSequence] = []
-        for index in chosen:
+        for group, index in enumerate(chosen):
             prompt_ids, option_ids, label = self._encoded[index]
             wrong = len(option_ids) - 1
             for option, ids in enumerate(option_ids):
@@ -125,22 +131,22 @@ class CalibrationPool:
                     weight = 1.0 / count
                 else:
                     weight = -1.0 / (count * wrong)
-                sequences.append(self._join(prompt_ids, ids, weight))
+                sequences.append(self._join(prompt_ids, ids, weight, group))
         return sequences
 
     def _text_windows(self, rng: random.Random) -> list[CalibrationSequence]:
         last_start = len(self._stream) - self.seq_len
         sequences = []
-        for _ in range(self.samples):
+        for group in range(self.samples):
             start = rng.randrange(0, last_start + 1)
             ids = self._stream[start : start + self.seq_len].tolist()
-            sequences.append(CalibrationSequence(ids, ids, 1.0 / self.samples))
+            sequences.append(CalibrationSequence(ids, ids, 1.0 / self.samples, group))
         return sequences
 
-    def _join(self, prompt: list[int], answer: list[int], weight: float) -> CalibrationSequence:
+    def _join(self, prompt: list[int], answer: list[int], weight: float, group: int) -> CalibrationSequence:
         answer = answer[: self.seq_len - 1]
         prompt = prompt[-(self.seq_len - len(answer)) :]
-        return CalibrationSequence(prompt + answer, [IGNORE] * len(prompt) + answer, weight)
+        return CalibrationSequence(prompt + answer, [IGNORE] * len(prompt) + answer, weight, group)
 
     def batches(self, step: int) -> list[Batch]:
         return collate(self.sequences(step), self.batch_size, self.pad_id)
@@ -151,18 +157,19 @@ def collate(sequences: Sequence[CalibrationSequence], batch_size: int, pad_id: i
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].input_ids))
     batches = []
     for start in range(0, len(order), batch_size):
-        group = [sequences[i] for i in order[start : start + batch_size]]
-        width = max(len(s.input_ids) for s in group)
-        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
-        labels = torch.full((len(group), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        for row, seq in enumerate(group):
+        rows = [sequences[i] for i in order[start : start + batch_size]]
+        width = max(len(s.input_ids) for s in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, seq in enumerate(rows):
             n = len(seq.input_ids)
             ids[row, :n] = torch.tensor(seq.input_ids)
             labels[row, :n] = torch.tensor(seq.labels)
             mask[row, :n] = 1
-        weights = torch.tensor([s.weight for s in group], dtype=torch.float32)
-        batches.append(Batch(ids, mask, labels, weights))
+        weights = torch.tensor([s.weight for s in rows], dtype=torch.float32)
+        groups = torch.tensor([s.group for s in rows], dtype=torch.long)
+        batches.append(Batch(ids, mask, labels, weights, groups))
     return batches
 
 

@@ -207,7 +207,7 @@ def _score(
                 compensation.observe(stats, state)
                 means = {key: stats.mean(key) for key in stats.sums}
             if fisher is not None:
-                scores = fisher.scores(model, geometry, settings.normalization, means)
+                scores = fisher.scores(model, geometry, settings.normalization, means, _item_groups(batches))
             else:
                 scores = importance.taylor_scores(model, geometry, settings.normalization, means)
     elif method in importance.NEEDS_ACTIVATIONS:
@@ -231,6 +231,13 @@ def _score(
         scores = importance.random_scores(state, settings.seed)
         physical = True  # random scores are drawn per alive structure already
     return ScoreTable.from_layer_scores(state, scores, geometry, physical), loss
+
+
+def _item_groups(batches: list) -> torch.Tensor | None:
+    """The calibration item of every sequence, in the order the batches ran (None if a batch lacks them)."""
+    if any(batch.groups is None for batch in batches):
+        return None
+    return torch.cat([batch.groups for batch in batches])
 
 
 def _removed_features(state: PruningState) -> dict[str, list[int]]:

@@ -9,15 +9,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from core.data.calibration import TextItem
+from core.data.calibration import MultipleChoiceCalibrationItem, TextItem
 from core.engine import importance
 from core.engine.architectures import geometry_of, to_gisp_model
 from core.engine.materialize import pruned_model
-from core.engine.objectives import CalibrationPool
+from core.engine.objectives import CalibrationPool, collate
 from core.engine.pruner import prune
 from core.engine.slicing import slice_model
 from core.engine.structures import Kind, PruningState, Structure
-from core.pruning_spec import Method, Normalization, PruneSettings
+from core.pruning_spec import Method, Normalization, Objective, PruneSettings
 from tests.engine.conftest import CORPUS, build_loaded
 
 ITEMS = [TextItem(text=" ".join(CORPUS))]
@@ -261,6 +261,81 @@ def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it
             for key, gate in gates.items():
                 recorded = fisher.products[key][number][row]
                 torch.testing.assert_close(recorded, gate.grad, rtol=1e-4, atol=1e-8)
+
+
+def _explicit_gates(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A gate of ones scaling every output projection's input features, for autograd to differentiate."""
+    gates = {}
+    for index, layer in enumerate(model.model.layers):
+        for key, projection in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+            gates[key] = torch.ones(projection.in_features, requires_grad=True)
+            projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
+    return gates
+
+
+def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> None:
+    """Under the margin objective an item is one loss (correct choice minus the wrong ones): its choices'
+    gate gradients add up before squaring, as autograd gives for the item's margin; choices squared alone
+    (what a per-sequence Fisher would do) rank differently."""
+    words = " ".join(CORPUS[:4]).split()
+    items = [
+        MultipleChoiceCalibrationItem(
+            prompt=" ".join(words[i : i + 5]), choices=[f" {w}" for w in words[i + 5 : i + 5 + k]], label=i % k
+        )
+        for i, k in zip(range(0, 24, 4), (2, 3, 4, 2, 3, 4), strict=True)
+    ]
+    margin = settings(objective=Objective.margin, samples=len(items), score="fisher")
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gate_gradients(model)
+    g = geometry_of(loaded.model.config)
+    pool = CalibrationPool(items, loaded.tokenizer, margin)
+    batches = pool.batches(0)
+    batches_of_item = [{n for n, b in enumerate(batches) if item in b.groups.tolist()} for item in range(len(items))]
+    assert any(len(found) > 1 for found in batches_of_item)  # an item's choices meet across micro-batches
+    fisher = importance.GateFisher(model)
+    importance.accumulate_gradients(model, batches)
+    fisher.close()
+    groups = torch.cat([b.groups for b in batches])
+    grouped = fisher.scores(model, g, Normalization.params, groups=groups)
+    per_choice = fisher.scores(model, g, Normalization.params)
+
+    gates = _explicit_gates(model)
+    sequences = pool.sequences(0)
+    item_gradients: dict[str, list[torch.Tensor]] = {key: [] for key in gates}
+    for item in range(len(items)):  # the margin of one item, differentiated by autograd
+        for gate in gates.values():
+            gate.grad = None
+        for batch in collate([s for s in sequences if s.group == item], 8, pool.pad_id):
+            importance.batch_loss(model, batch).backward()
+        for key, gate in gates.items():
+            item_gradients[key].append(gate.grad.clone())
+    reference = importance.GateFisher(model).close()
+    reference.products = {key: [torch.stack(values)] for key, values in item_gradients.items()}
+    expected = reference.scores(model, g, Normalization.params)
+    for got, want in zip(grouped, expected, strict=True):
+        torch.testing.assert_close(got.heads, want.heads, rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(got.channels, want.channels, rtol=1e-4, atol=1e-12)
+    assert not torch.allclose(torch.cat([s.channels for s in per_choice]), torch.cat([s.channels for s in grouped]))
+
+
+def test_text_windows_are_each_their_own_item_so_grouping_changes_nothing() -> None:
+    loaded = build_loaded("llama")
+    model = to_gisp_model(loaded.model)
+    importance.prepare_for_gate_gradients(model)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(score="fisher")).batches(0)
+    fisher = importance.GateFisher(model)
+    importance.accumulate_gradients(model, batches)
+    fisher.close()
+    g = geometry_of(loaded.model.config)
+    groups = torch.cat([b.groups for b in batches])
+    assert sorted(groups.tolist()) == list(range(4))
+    for a, b in zip(
+        fisher.scores(model, g, Normalization.params, groups=groups),
+        fisher.scores(model, g, Normalization.params),
+        strict=True,
+    ):
+        assert torch.equal(a.heads, b.heads) and torch.equal(a.channels, b.channels)
 
 
 def test_fisher_scores_remove_structures_that_cannot_change_the_output_first() -> None:
