@@ -254,7 +254,8 @@ class GateFisher:
 
     For a gate m_j scaling feature j at the input of o_proj / down_proj, ∂L_s/∂m_j = Σ_t x_tj · ∂L_s/∂x_tj over the
     tokens of sequence s; sequences of a batch never interact, so one backward pass gives every sequence's gate
-    gradient. A head's gate covers its head_dim features. Σ_s (∂L_s/∂m)² is the empirical Fisher of the gate, and
+    gradient. A head's gate covers its head_dim features. Σ_s (∂L_s/∂m)² is the empirical Fisher of the gate (s: a
+    calibration item; a margin item's choices are one loss and add before squaring), and
     half of it estimates the loss a removal costs at second order (the criterion of Kwon et al., 2022). Under bias
     compensation a removed feature keeps its mean, so x_tj - x̄_j replaces x_tj: both Σ x·g and Σ g are kept per
     sequence and combined once the step's mean is known.
