@@ -13,12 +13,14 @@ Layout (``schema_version`` "1.0")::
       "dense": {"metrics": {...}},        # the sparsity-0 entry, repeated for convenience (or null)
       "results": [                        # one entry per sparsity, ascending
         {"sparsity": 0.5, "metrics": {...}, "vs_dense": {...}}
-      ],
+      ],                                  # vs_dense: ratios, deltas, and the mean accuracy's paired interval
       "timing": {"<sparsity>": {...}},    # wall times, latency, throughput, memory: never compared
       "run": {"created_at": ...}
     }
 
-Every accuracy in ``metrics`` carries its item count ``n`` and a 95% interval. ``metrics`` is
+Every accuracy in ``metrics`` carries its item count ``n`` and a 95% interval. The mean accuracy's
+delta against dense also carries one (``mean_accuracy.acc_delta_interval``): both models answered the
+same items, so the paired interval shows what pruning lost far more sharply than two separate ones. ``metrics`` is
 deterministic on CPU (fixed seeds, fixed batches, deterministic kernels), so two runs of the same
 evaluation give identical ``comparable(report)``; anything measured with a clock lives under
 ``timing`` or ``run``.
@@ -35,6 +37,7 @@ from typing import Any
 
 from core.data.paths import fingerprint
 from core.engine.versions import library_versions
+from core.eval.stats import paired_mean_difference
 
 SCHEMA_VERSION = "1.0"
 REPORT_KIND = "gisp-eval-report"
@@ -84,7 +87,29 @@ def versus_dense(metrics: Mapping[str, Any], dense: Mapping[str, Any] | None) ->
             out[f"{key}_ratio"] = value / base[key] if base[key] else None
         else:
             out[f"{key}_delta"] = value - base[key]
+    for metric, chosen in (("acc", "chosen"), ("acc_norm", "chosen_norm")):
+        interval = _paired_interval(metrics, dense, chosen)
+        if interval is not None:
+            out[f"mean_accuracy.{metric}_delta_interval"] = interval
     return out
+
+
+def _correct(metrics: Mapping[str, Any], chosen: str) -> dict[str, tuple[list[str], list[bool]]]:
+    tasks = metrics.get("multiple_choice") or {}
+    return {
+        task: (list(r["items"]["ids"]), [c == y for c, y in zip(r["items"][chosen], r["items"]["label"], strict=True)])
+        for task, r in tasks.items()
+        if "items" in r
+    }
+
+
+def _paired_interval(metrics: Mapping[str, Any], dense: Mapping[str, Any], chosen: str) -> list[float] | None:
+    """95 % interval of (pruned - dense) mean accuracy over the same items; None unless the items match."""
+    mine, base = _correct(metrics, chosen), _correct(dense, chosen)
+    if not mine or set(mine) != set(base) or any(mine[t][0] != base[t][0] for t in mine):
+        return None
+    _, low, high = paired_mean_difference({t: v[1] for t, v in mine.items()}, {t: v[1] for t, v in base.items()})
+    return [low, high]
 
 
 def build_report(

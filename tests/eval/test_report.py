@@ -10,6 +10,8 @@ import pytest
 from core.data.paths import default_data_dir, sha256_file
 from core.eval import build_report, comparable, evaluate_model, read_report, write_report
 from core.eval.plots import plot_report
+from core.eval.report import versus_dense
+from core.eval.stats import paired_mean_difference
 from tests.eval.conftest import SENTENCES, build_model
 
 DATA = default_data_dir()
@@ -81,6 +83,33 @@ def test_report_layout_and_intervals(report: dict, data_dir: Path) -> None:
         pruned["metrics"]["perplexity"]["perplexity"] / dense["perplexity"]["perplexity"]
     )
     assert report["results"][0]["vs_dense"]["mean_accuracy.acc_delta"] == 0.0
+    assert report["results"][0]["vs_dense"]["mean_accuracy.acc_delta_interval"] == [0.0, 0.0]
+
+
+def test_accuracy_delta_carries_the_paired_interval_of_the_same_items(report: dict) -> None:
+    pruned, dense = report["results"][1], report["results"][0]["metrics"]
+
+    def correct(metrics: dict, chosen: str) -> dict[str, list[bool]]:
+        return {
+            task: [c == y for c, y in zip(r["items"][chosen], r["items"]["label"], strict=True)]
+            for task, r in metrics["multiple_choice"].items()
+        }
+
+    for metric, chosen in (("acc", "chosen"), ("acc_norm", "chosen_norm")):
+        delta = pruned["vs_dense"][f"mean_accuracy.{metric}_delta"]
+        low, high = pruned["vs_dense"][f"mean_accuracy.{metric}_delta_interval"]
+        expected = paired_mean_difference(correct(pruned["metrics"], chosen), correct(dense, chosen))
+        assert delta == pytest.approx(expected[0])
+        assert (low, high) == pytest.approx(expected[1:])
+        assert low <= delta <= high
+
+
+def test_no_paired_interval_when_the_items_differ(report: dict) -> None:
+    pruned, dense = report["results"][1]["metrics"], report["results"][0]["metrics"]
+    other = json.loads(json.dumps(dense))
+    other["multiple_choice"]["piqa"]["items"]["ids"][0] = "another-item"
+    assert "mean_accuracy.acc_delta_interval" not in versus_dense(pruned, other)
+    assert "mean_accuracy.acc_delta" in versus_dense(pruned, other)
     assert report["dataset_fingerprints"]["piqa/valid.jsonl"] == sha256_file(DATA / "piqa" / "valid.jsonl")
     assert set(report["dataset_fingerprints"]) == {
         "piqa/valid.jsonl",
