@@ -54,5 +54,6 @@ def test_interval_covers_the_true_difference_and_is_narrower_than_unpaired() -> 
             low_u, high_u = mean_interval(accuracies, [items] * tasks)
             unpaired_width += (high_u - low_u) / 2  # two half-widths: where separate intervals stop overlapping
     assert estimated / repeats == pytest.approx(true_difference, abs=0.003)
-    assert 0.91 <= covered / repeats <= 0.98  # the normal approximation undercovers a little with few discordant items
+    # the normal approximation undercovers a little when few items are discordant
+    assert 0.91 <= covered / repeats <= 0.98
     assert paired_width < 0.6 * unpaired_width
