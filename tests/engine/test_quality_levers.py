@@ -228,6 +228,16 @@ def test_refitted_uniform_checkpoints_of_families_without_output_biases_keep_com
         torch.testing.assert_close(stock(ids).logits, expected(ids).logits, atol=1e-5, rtol=0)
 
 
+def _explicit_gates(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A gate of ones scaling every output projection's input features, for autograd to differentiate."""
+    gates = {}
+    for index, layer in enumerate(model.model.layers):
+        for key, projection in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+            gates[key] = torch.ones(projection.in_features, requires_grad=True)
+            projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
+    return gates
+
+
 def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it() -> None:
     """Σ_t x·∂L/∂x per sequence equals ∂L_s/∂m of an explicit gate m on each output-projection input feature."""
     loaded = build_loaded("llama")
@@ -238,15 +248,7 @@ def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it
     importance.accumulate_gradients(model, batches)
     fisher.close()
 
-    projections = {}
-    for index, layer in enumerate(model.model.layers):
-        projections[f"{index}.attn"], projections[f"{index}.mlp"] = (
-            layer.self_attn.o_proj,
-            layer.mlp.down_proj,
-        )
-    gates = {key: torch.ones(p.in_features, requires_grad=True) for key, p in projections.items()}
-    for key, projection in projections.items():
-        projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
+    gates = _explicit_gates(model)
     for number, batch in enumerate(batches):
         for row in range(batch.input_ids.shape[0]):  # one sequence at a time: its own gate gradient
             single = type(batch)(
@@ -261,16 +263,6 @@ def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it
             for key, gate in gates.items():
                 recorded = fisher.products[key][number][row]
                 torch.testing.assert_close(recorded, gate.grad, rtol=1e-4, atol=1e-8)
-
-
-def _explicit_gates(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A gate of ones scaling every output projection's input features, for autograd to differentiate."""
-    gates = {}
-    for index, layer in enumerate(model.model.layers):
-        for key, projection in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
-            gates[key] = torch.ones(projection.in_features, requires_grad=True)
-            projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
-    return gates
 
 
 def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> None:

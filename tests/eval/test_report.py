@@ -84,6 +84,15 @@ def test_report_layout_and_intervals(report: dict, data_dir: Path) -> None:
     )
     assert report["results"][0]["vs_dense"]["mean_accuracy.acc_delta"] == 0.0
     assert report["results"][0]["vs_dense"]["mean_accuracy.acc_delta_interval"] == [0.0, 0.0]
+    assert report["dataset_fingerprints"]["piqa/valid.jsonl"] == sha256_file(DATA / "piqa" / "valid.jsonl")
+    assert set(report["dataset_fingerprints"]) == {
+        "piqa/valid.jsonl",
+        "piqa/valid-labels.lst",
+        "winogrande/dev.jsonl",
+        "winogrande/dev-labels.lst",
+        "wikitext-2-raw/wiki.test.raw",
+    }
+    assert report["settings"]["tasks"] == ["piqa", "winogrande"]
 
 
 def test_accuracy_delta_carries_the_paired_interval_of_the_same_items(report: dict) -> None:
@@ -110,15 +119,6 @@ def test_no_paired_interval_when_the_items_differ(report: dict) -> None:
     other["multiple_choice"]["piqa"]["items"]["ids"][0] = "another-item"
     assert "mean_accuracy.acc_delta_interval" not in versus_dense(pruned, other)
     assert "mean_accuracy.acc_delta" in versus_dense(pruned, other)
-    assert report["dataset_fingerprints"]["piqa/valid.jsonl"] == sha256_file(DATA / "piqa" / "valid.jsonl")
-    assert set(report["dataset_fingerprints"]) == {
-        "piqa/valid.jsonl",
-        "piqa/valid-labels.lst",
-        "winogrande/dev.jsonl",
-        "winogrande/dev-labels.lst",
-        "wikitext-2-raw/wiki.test.raw",
-    }
-    assert report["settings"]["tasks"] == ["piqa", "winogrande"]
 
 
 def test_mixed_protocols_are_refused(model, tokenizer, data_dir: Path) -> None:
