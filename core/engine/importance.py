@@ -318,6 +318,7 @@ class GateFisher:
         margin item's choices are one loss, so their gradients add before squaring. Without it, or when every
         sequence is its own item (perplexity, answer), each sequence is squared alone.
         """
+        items = _item_index(groups)
         gates = {}
         for key, linear in output_projections(model):
             if not self.products[key]:  # no features left, or no gradient reached them
@@ -327,7 +328,7 @@ class GateFisher:
             if input_means is not None and key not in self.residual_maps:
                 mean = input_means[key].to(per_sequence.device)
                 per_sequence = per_sequence - torch.cat(self.gradients[key]) * mean[None, :]
-            gates[key] = per_sequence if groups is None else _sum_per_item(per_sequence, groups)
+            gates[key] = per_sequence if items is None else _sum_per_item(per_sequence, *items)
         scores = []
         for index, layer in enumerate(model.model.layers):
             attn = gates[f"{index}.attn"]
@@ -348,15 +349,20 @@ class GateFisher:
         return scores
 
 
-def _sum_per_item(per_sequence: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """Rows of the same item added together; rows stay as they are when every item has one sequence."""
-    if groups.numel() != per_sequence.shape[0]:
-        raise RuntimeError(f"{per_sequence.shape[0]} recorded sequences but {groups.numel()} group labels")
-    items, index = torch.unique(groups.to(per_sequence.device), return_inverse=True)
-    if items.numel() == groups.numel():
-        return per_sequence
-    summed = torch.zeros(items.numel(), per_sequence.shape[1], dtype=per_sequence.dtype, device=per_sequence.device)
-    return summed.index_add_(0, index, per_sequence)
+def _item_index(groups: torch.Tensor | None) -> tuple[int, torch.Tensor] | None:
+    """(number of items, each sequence's item index), or None when every sequence is its own item."""
+    if groups is None:
+        return None
+    items, index = torch.unique(groups, return_inverse=True)
+    return None if items.numel() == groups.numel() else (items.numel(), index)
+
+
+def _sum_per_item(per_sequence: torch.Tensor, count: int, index: torch.Tensor) -> torch.Tensor:
+    """Rows of the same item added together."""
+    if index.numel() != per_sequence.shape[0]:
+        raise RuntimeError(f"{per_sequence.shape[0]} recorded sequences but {index.numel()} group labels")
+    summed = torch.zeros(count, per_sequence.shape[1], dtype=per_sequence.dtype, device=per_sequence.device)
+    return summed.index_add_(0, index.to(per_sequence.device), per_sequence)
 
 
 @torch.no_grad()
