@@ -184,9 +184,14 @@ def main() -> None:
     parser.add_argument("--only", default="step,run,latency", help="which comparisons to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--score", default="taylor", choices=("taylor", "fisher", "refit-fisher"), help="the GISP step's score"
+        "--score",
+        default="taylor",
+        choices=("taylor", "fisher", "refit-fisher"),
+        help="the GISP step's score",
     )
-    parser.add_argument("--scores", default="fisher,refit-fisher", help="the scores part compares these to taylor")
+    parser.add_argument(
+        "--scores", default="fisher,refit-fisher", help="the scores part compares these to taylor"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

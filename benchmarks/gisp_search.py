@@ -29,7 +29,9 @@ BASELINES = ("wanda-sp", "flap", "magnitude", "gisp-oneshot")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument("--config", action="append", default=[], metavar="NAME=JSON")
     parser.add_argument("--baselines", default="", help=f"comma list of {BASELINES}")
@@ -39,7 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--oneshot-samples", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--eval-only", action="store_true", help="only evaluate runs already cached")
-    parser.add_argument("--refit", action="store_true", help="also evaluate each point with the least-squares refit")
+    parser.add_argument(
+        "--refit", action="store_true", help="also evaluate each point with the least-squares refit"
+    )
     parser.add_argument("--layout", default="nonuniform", choices=("nonuniform", "uniform"))
     return parser.parse_args(argv)
 
@@ -74,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         metric = f"ppl_heldout_w128_n{args.windows}"
         for sparsity in report:
             for refit in (False, True) if args.refit else (False,):
+
                 def compute(
                     refit: bool = refit, sparsity: float = sparsity, trajectory: Any = run.trajectory
                 ) -> dict[str, Any]:
@@ -95,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(rows: list[dict[str, Any]], report: list[float], refit: bool) -> None:
-    columns = [f"held-out ppl {s:.0%} (heads)" for s in report] + ([f"refit {s:.0%}" for s in report] if refit else [])
+    columns = [f"held-out ppl {s:.0%} (heads)" for s in report] + (
+        [f"refit {s:.0%}" for s in report] if refit else []
+    )
     print("| run | " + " | ".join(columns) + " | prune s |")
     print("|---|" + "---|" * (len(columns) + 1))
     for row in rows:

@@ -73,14 +73,18 @@ class Job:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument(
-        "--methods", default=",".join(ALL_METHODS),
+        "--methods",
+        default=",".join(ALL_METHODS),
         help="rows as each method is published; METHOD:SCORE picks a gradient method's score (gisp:fisher)",
     )
     parser.add_argument(
-        "--refit-methods", default=",".join(REFIT_METHODS),
+        "--refit-methods",
+        default=",".join(REFIT_METHODS),
         help="rows with the least-squares refit of every checkpoint (reconstruction), the engine's default",
     )
     parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
@@ -90,21 +94,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-repeats", type=int, default=5, help="0 skips latency")
     parser.add_argument("--layouts", default="nonuniform,uniform")
     parser.add_argument(
-        "--uniform-methods", default="gisp,gisp-oneshot,wanda-sp,flap",
+        "--uniform-methods",
+        default="gisp,gisp-oneshot,wanda-sp,flap",
         help="methods of table 2 (magnitude and random collapse in table 1 already)",
     )
     parser.add_argument("--no-margin", action="store_true", help="skip table 3")
     parser.add_argument("--margin-sparsity", type=float, default=0.4)
     parser.add_argument("--margin-items", type=int, default=4000, help="CMQA train items in the pool")
     parser.add_argument(
-        "--oneshot-samples", type=int, default=256,
+        "--oneshot-samples",
+        type=int,
+        default=256,
         help="calibration windows of the one-shot data-driven methods",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy box)")
     parser.add_argument("--stage", choices=("prune", "eval", "all"), default="all")
     parser.add_argument("--plot", type=Path, default=PLOT)
     parser.add_argument(
-        "--set", action="append", default=[], metavar="FIELD=JSON",
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=JSON",
         help="override a PruneSettings field for every run, e.g. --set steps=40",
     )
     return parser.parse_args(argv)
@@ -149,7 +159,9 @@ class Benchmark:
 
     def run(self, job: Job) -> lib.CachedRun:
         settings = settings_for(job, self.base, self.args.oneshot_samples)
-        return lib.pruned_run(self.loaded, self.items_for(job), settings, self.args.out, label=job.label, log=self.log)
+        return lib.pruned_run(
+            self.loaded, self.items_for(job), settings, self.args.out, label=job.label, log=self.log
+        )
 
     # ------------------------------------------------------------------ metrics
 
@@ -164,8 +176,12 @@ class Benchmark:
             nonlocal model
             if model is None:
                 model = lib.model_at(
-                    self.loaded, run.trajectory if run else None, sparsity, layout,
-                    refit=job.refit, calibration=self.items_for(job),
+                    self.loaded,
+                    run.trajectory if run else None,
+                    sparsity,
+                    layout,
+                    refit=job.refit,
+                    calibration=self.items_for(job),
                 )
             return model
 
@@ -174,7 +190,10 @@ class Benchmark:
 
         windows = self.ppl_windows or 0
         result: dict[str, Any] = {
-            "ppl": cached(f"ppl_test_w128_n{windows}", lambda: self.evaluator.perplexity(get_model(), "test", self.ppl_windows)),
+            "ppl": cached(
+                f"ppl_test_w128_n{windows}",
+                lambda: self.evaluator.perplexity(get_model(), "test", self.ppl_windows),
+            ),
         }
         limit = cmqa_limit or self.cmqa_limit
         result["cmqa"] = cached(f"cmqa_l{limit or 0}", lambda: self.evaluator.cmqa(get_model(), limit))
@@ -185,10 +204,14 @@ class Benchmark:
             state = lib.state_for(self.loaded, run.trajectory, sparsity, layout)
             g = run.trajectory.geometry
             result["sparsity"] = state.sparsity()
-            result["parameters"] = run.trajectory.dense_parameters - (g.dense_decoder_params - state.decoder_params())
+            result["parameters"] = run.trajectory.dense_parameters - (
+                g.dense_decoder_params - state.decoder_params()
+            )
         return result
 
-    def latencies(self, models: list[tuple[str, lib.CachedRun | None, float, str]]) -> dict[str, dict[str, Any]]:
+    def latencies(
+        self, models: list[tuple[str, lib.CachedRun | None, float, str]]
+    ) -> dict[str, dict[str, Any]]:
         """Round-robin over every model so slow and busy moments of the machine hit all of them alike.
 
         Measured on the models as published: the refit changes weights and adds biases, not shapes.
@@ -217,9 +240,15 @@ def main(argv: list[str] | None = None) -> int:
     variants = [(m, False) for m in args.methods.split(",") if m]
     variants += [(m, True) for m in args.refit_methods.split(",") if m]
     jobs = [Job.parse(m, Objective.perplexity, refit) for m, refit in variants]
-    margin_jobs = [] if args.no_margin else [
-        Job.parse(m, Objective.margin, refit) for m, refit in variants if m.partition(":")[0] in MARGIN_METHODS
-    ]
+    margin_jobs = (
+        []
+        if args.no_margin
+        else [
+            Job.parse(m, Objective.margin, refit)
+            for m, refit in variants
+            if m.partition(":")[0] in MARGIN_METHODS
+        ]
+    )
     runs = {job: bench.run(job) for job in jobs + margin_jobs}
     if args.stage == "prune":
         return 0
@@ -227,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "machine": lib.machine_info(),
-        "settings": {job.label: settings_for(job, bench.base, args.oneshot_samples).model_dump(mode="json") for job in runs},
+        "settings": {
+            job.label: settings_for(job, bench.base, args.oneshot_samples).model_dump(mode="json")
+            for job in runs
+        },
         "calibration": {
             "perplexity": f"WikiText-2 validation without its last {bench.split.heldout_articles} articles "
             f"({len(bench.split.calibration)} articles)",
@@ -244,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     uniform_methods = set(args.uniform_methods.split(","))
     layout_jobs = {
-        layout: [j for j in jobs if layout != "uniform" or j.method.value in uniform_methods] for layout in layouts
+        layout: [j for j in jobs if layout != "uniform" or j.method.value in uniform_methods]
+        for layout in layouts
     }
     for layout in layouts:
         rows = []
@@ -252,8 +285,16 @@ def main(argv: list[str] | None = None) -> int:
             run = runs[job]
             for sparsity in sparsities:
                 bench.log(f"evaluating {job.label} {layout} {sparsity}")
-                rows.append({"method": job.label, "name": job.name, "target": sparsity, "layout": layout,
-                             "prune_seconds": run.prune_seconds, **bench.metrics(job, run, sparsity, layout)})
+                rows.append(
+                    {
+                        "method": job.label,
+                        "name": job.name,
+                        "target": sparsity,
+                        "layout": layout,
+                        "prune_seconds": run.prune_seconds,
+                        **bench.metrics(job, run, sparsity, layout),
+                    }
+                )
         results["tables"][layout] = rows
     if margin_jobs:
         results["tables"]["margin"] = margin_table(bench, runs, jobs, margin_jobs)
@@ -287,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def margin_table(bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: list[Job]) -> list[dict[str, Any]]:
+def margin_table(
+    bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: list[Job]
+) -> list[dict[str, Any]]:
     """Mean CMQA accuracy at one sparsity: margin-calibrated runs, then the perplexity-calibrated ones, then
     the dense model on the same items (the headroom above chance that pruning can keep)."""
     sparsity = bench.args.margin_sparsity
@@ -295,12 +338,29 @@ def margin_table(bench: Benchmark, runs: dict, jobs: list[Job], margin_jobs: lis
     rows = []
     for job in margin_jobs + jobs:
         bench.log(f"evaluating {job.label} margin table {sparsity}")
-        rows.append({"method": job.label, "name": job.name, "refit": job.refit, "objective": job.objective.value,
-                     "target": sparsity, "prune_seconds": runs[job].prune_seconds,
-                     **bench.metrics(job, runs[job], sparsity, "nonuniform", limit)})
+        rows.append(
+            {
+                "method": job.label,
+                "name": job.name,
+                "refit": job.refit,
+                "objective": job.objective.value,
+                "target": sparsity,
+                "prune_seconds": runs[job].prune_seconds,
+                **bench.metrics(job, runs[job], sparsity, "nonuniform", limit),
+            }
+        )
     dense = Job(Method.gisp, Objective.perplexity)
-    rows.append({"method": "dense", "name": "dense", "refit": False, "objective": None, "target": 0.0,
-                 "prune_seconds": 0.0, **bench.metrics(dense, None, 0.0, "nonuniform", limit)})
+    rows.append(
+        {
+            "method": "dense",
+            "name": "dense",
+            "refit": False,
+            "objective": None,
+            "target": 0.0,
+            "prune_seconds": 0.0,
+            **bench.metrics(dense, None, 0.0, "nonuniform", limit),
+        }
+    )
     return rows
 
 

@@ -116,7 +116,11 @@ class Evaluator:
         if windows:
             ids = ids[: windows * WINDOW]
         result = perplexity_of_ids(model, ids, window=WINDOW, batch_size=8)
-        return {"perplexity": result.perplexity, "windows": result.n_windows, "tokens": result.n_predicted_tokens}
+        return {
+            "perplexity": result.perplexity,
+            "windows": result.n_windows,
+            "tokens": result.n_predicted_tokens,
+        }
 
     def _items(self, task: str, limit: int | None) -> list:
         key = (task, limit)
@@ -204,13 +208,17 @@ def pruned_run(
     path = cache / "trajectories" / f"{settings.method.value}-{settings.objective.value}-{key}.json"
     if path.is_file():
         data = json.loads(path.read_text())
-        return CachedRun(key, Trajectory.from_dict(data["trajectory"]), data["prune_seconds"], data["threads"], label)
+        return CachedRun(
+            key, Trajectory.from_dict(data["trajectory"]), data["prune_seconds"], data["threads"], label
+        )
     log(f"pruning {label or settings.method.value} ({key}) ...")
     started = time.perf_counter()
 
     def on_step(record: Any, _trajectory: Trajectory) -> None:
-        log(f"  step {record.index}/{record.total_steps} sparsity {record.sparsity:.3f} "
-            f"loss {record.loss:.4f} ({record.seconds:.0f} s)")
+        log(
+            f"  step {record.index}/{record.total_steps} sparsity {record.sparsity:.3f} "
+            f"loss {record.loss:.4f} ({record.seconds:.0f} s)"
+        )
 
     trajectory = prune(loaded, items, settings, on_step=on_step)
     seconds = time.perf_counter() - started
@@ -250,7 +258,9 @@ class MetricCache:
         if metric not in stored:
             value = compute()
             on_disk = json.loads(path.read_text()) if path.is_file() else {}
-            stored.update({**on_disk, metric: value})  # merge: processes sharing the cache keep each other's metrics
+            stored.update(
+                {**on_disk, metric: value}
+            )  # merge: processes sharing the cache keep each other's metrics
             _write_atomic(path, stored)
         return stored[metric]
 

@@ -1,6 +1,6 @@
 """Markdown tables and the perplexity-vs-sparsity plot from ``quality.py``'s results JSON.
 
-    python benchmarks/quality_report.py out/quality/results.json   # re-render without re-running
+python benchmarks/quality_report.py out/quality/results.json   # re-render without re-running
 """
 
 from __future__ import annotations
@@ -91,7 +91,9 @@ def margin_table(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
 
     def reference_for(row: dict[str, Any]) -> dict[str, Any]:
         refit = True if row["objective"] is None else bool(row.get("refit"))
-        return next((r for r in margin_rows if bool(r.get("refit")) == refit), margin_rows[0] if margin_rows else row)
+        return next(
+            (r for r in margin_rows if bool(r.get("refit")) == refit), margin_rows[0] if margin_rows else row
+        )
 
     name = _row_label(margin_rows[0]).removesuffix(" + refit") if margin_rows else "–"
     lines = [
@@ -115,7 +117,9 @@ def margin_table(rows: list[dict[str, Any]], tasks: list[str]) -> list[str]:
 def _machine(machine: dict[str, Any]) -> str:
     cpu = machine.get("lscpu", {})
     versions = machine.get("versions", {})
-    libraries = ", ".join(f"{name} {versions[name]}" for name in ("torch", "transformers") if name in versions)
+    libraries = ", ".join(
+        f"{name} {versions[name]}" for name in ("torch", "transformers") if name in versions
+    )
     load = ", ".join(f"{value:.1f}" for value in machine.get("load_average", []))
     return (
         f"{cpu.get('Model name', machine.get('platform', '?'))}, {machine.get('cpu_count')} vCPU, "
@@ -167,7 +171,11 @@ def plot(results: dict[str, Any], path: Path) -> Path:
             points = sorted((r["sparsity"], r["ppl"]["perplexity"]) for r in rows if r["method"] == method)
             style = "--" if "+ refit" in method else "-"
             axis.plot(
-                [0.0] + [p[0] for p in points], [dense] + [p[1] for p in points], style, marker="o", label=method
+                [0.0] + [p[0] for p in points],
+                [dense] + [p[1] for p in points],
+                style,
+                marker="o",
+                label=method,
             )
         axis.set_yscale("log")
         axis.set_ylim(dense * 0.8, dense * 20)  # collapsed methods (magnitude, random) leave the top edge

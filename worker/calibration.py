@@ -16,7 +16,9 @@ from core.storage import Storage
 from worker import engine_runner
 
 
-def job_calibration_items(*, settings: Settings, storage: Storage, tenant_id: str, spec: JobCreate) -> list[Any]:
+def job_calibration_items(
+    *, settings: Settings, storage: Storage, tenant_id: str, spec: JobCreate
+) -> list[Any]:
     """The named set or the tenant's uploaded set the job names; a set deleted since is a user error."""
     calibration = spec.calibration
     if calibration.name is not None:

@@ -119,5 +119,7 @@ def _generate(checkpoint: Path) -> None:
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=20, do_sample=False)
-    print(f"{type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters): "
-          f"{tokenizer.decode(out[0], skip_special_tokens=True)!r}")
+    print(
+        f"{type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters): "
+        f"{tokenizer.decode(out[0], skip_special_tokens=True)!r}"
+    )

@@ -37,7 +37,11 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--steps", type=int, help="iterative steps up to the largest target")
     prune.add_argument("--schedule", choices=[s.value for s in Schedule])
     prune.add_argument("--normalization", choices=[n.value for n in Normalization])
-    prune.add_argument("--score", choices=[s.value for s in Score], help="gisp / gisp-oneshot: taylor, fisher or refit-fisher")
+    prune.add_argument(
+        "--score",
+        choices=[s.value for s in Score],
+        help="gisp / gisp-oneshot: taylor, fisher or refit-fisher",
+    )
     prune.add_argument("--samples", type=int, help="calibration sequences per step")
     prune.add_argument("--seq-len", type=int, help="tokens per calibration sequence")
     prune.add_argument("--batch-size", type=int, help="sequences per forward/backward micro-batch")
@@ -79,7 +83,8 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     materialize.add_argument("--device", default="cpu")
     materialize.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     materialize.add_argument(
-        "--calibration", help="the run's calibration set or file, when the run refits checkpoints (reconstruction)"
+        "--calibration",
+        help="the run's calibration set or file, when the run refits checkpoints (reconstruction)",
     )
     materialize.add_argument("--data-dir", type=Path, help="folder of named calibration sets")
     materialize.set_defaults(handler=run_materialize)

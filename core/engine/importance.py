@@ -50,7 +50,9 @@ def prepare_for_gate_gradients(model: nn.Module) -> None:
     through.
     """
     model.requires_grad_(False)
-    model.model.embed_tokens.register_forward_hook(lambda _module, _inputs, output: output.requires_grad_(True))
+    model.model.embed_tokens.register_forward_hook(
+        lambda _module, _inputs, output: output.requires_grad_(True)
+    )
 
 
 def accumulate_gradients(
@@ -420,7 +422,9 @@ def _residual_map(
         damped[out, out] = 1
     energy = float(gram[diagonal[kept], diagonal[kept]].mean()) if bool(kept.any()) else 1.0
     damped[diagonal[kept], diagonal[kept]] += damping * energy + 1e-12
-    factor, info = torch.linalg.cholesky_ex(damped)  # damped: positive definite; Cholesky is the cheap inverse
+    factor, info = torch.linalg.cholesky_ex(
+        damped
+    )  # damped: positive definite; Cholesky is the cheap inverse
     inverse = torch.cholesky_inverse(factor) if int(info) == 0 else torch.linalg.inv(damped)
     blocks = features // block
     own = torch.arange(blocks, device=gram.device)

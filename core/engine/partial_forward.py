@@ -15,7 +15,10 @@ class _Stop(Exception):
 
 
 def forward_until(
-    model: nn.Module, batches: list[Batch], stop_at: nn.Module, before_each: Callable[[Batch], None] | None = None
+    model: nn.Module,
+    batches: list[Batch],
+    stop_at: nn.Module,
+    before_each: Callable[[Batch], None] | None = None,
 ) -> None:
     """Run ``model`` on every batch up to the moment ``stop_at`` would start.
 

@@ -95,17 +95,33 @@ def reconstruct_outputs(
                     gram.tokens = item.tokens
                     normed = base_layer.input_layernorm(item.hidden)
                     base_layer.self_attn(normed, item.position_embeddings, attention_mask=item.attention_mask)
-            _refit(layer.self_attn.o_proj, base_layer.self_attn.o_proj, gram.matrix, kept_features, damping, fit_bias)
+            _refit(
+                layer.self_attn.o_proj,
+                base_layer.self_attn.o_proj,
+                gram.matrix,
+                kept_features,
+                damping,
+                fit_bias,
+            )
         if len(alive.channels) < g.intermediate_size:
             gram = Gram()
             with gram.watching(base_layer.mlp.down_proj):
                 for item in inputs:
                     gram.tokens = item.tokens
                     attended = layer.self_attn(
-                        layer.input_layernorm(item.hidden), item.position_embeddings, attention_mask=item.attention_mask
+                        layer.input_layernorm(item.hidden),
+                        item.position_embeddings,
+                        attention_mask=item.attention_mask,
                     )
                     base_layer.mlp(layer.post_attention_layernorm(item.hidden + attended))
-            _refit(layer.mlp.down_proj, base_layer.mlp.down_proj, gram.matrix, list(alive.channels), damping, fit_bias)
+            _refit(
+                layer.mlp.down_proj,
+                base_layer.mlp.down_proj,
+                gram.matrix,
+                list(alive.channels),
+                damping,
+                fit_bias,
+            )
         for item in inputs:
             item.hidden = layer(item.hidden, item.position_embeddings, attention_mask=item.attention_mask)
 
@@ -139,7 +155,9 @@ def _give_every_projection_a_bias(model: GispForCausalLM) -> None:
     for layer in model.model.layers:
         for linear in (layer.self_attn.o_proj, layer.mlp.down_proj):
             if linear.bias is None:
-                zeros = torch.zeros(linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device)
+                zeros = torch.zeros(
+                    linear.out_features, dtype=linear.weight.dtype, device=linear.weight.device
+                )
                 linear.bias = nn.Parameter(zeros, requires_grad=False)
     model.config.o_proj_bias = True
     model.config.down_proj_bias = True

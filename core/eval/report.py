@@ -97,7 +97,10 @@ def versus_dense(metrics: Mapping[str, Any], dense: Mapping[str, Any] | None) ->
 def _correct(metrics: Mapping[str, Any], chosen: str) -> dict[str, tuple[list[str], list[bool]]]:
     tasks = metrics.get("multiple_choice") or {}
     return {
-        task: (list(r["items"]["ids"]), [c == y for c, y in zip(r["items"][chosen], r["items"]["label"], strict=True)])
+        task: (
+            list(r["items"]["ids"]),
+            [c == y for c, y in zip(r["items"][chosen], r["items"]["label"], strict=True)],
+        )
         for task, r in tasks.items()
         if "items" in r
     }
@@ -108,7 +111,9 @@ def _paired_interval(metrics: Mapping[str, Any], dense: Mapping[str, Any], chose
     mine, base = _correct(metrics, chosen), _correct(dense, chosen)
     if not mine or set(mine) != set(base) or any(mine[t][0] != base[t][0] for t in mine):
         return None
-    _, low, high = paired_mean_difference({t: v[1] for t, v in mine.items()}, {t: v[1] for t, v in base.items()})
+    _, low, high = paired_mean_difference(
+        {t: v[1] for t, v in mine.items()}, {t: v[1] for t, v in base.items()}
+    )
     return [low, high]
 
 

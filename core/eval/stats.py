@@ -58,7 +58,9 @@ def paired_mean_difference(
     for task, a in first.items():
         b = second[task]
         if len(a) != len(b) or not a:
-            raise ValueError(f"{task}: {len(a)} items against {len(b)}; a paired difference needs the same items")
+            raise ValueError(
+                f"{task}: {len(a)} items against {len(b)}; a paired difference needs the same items"
+            )
         differences = [float(x) - float(y) for x, y in zip(a, b, strict=True)]
         mean = sum(differences) / len(differences)
         means.append(mean)

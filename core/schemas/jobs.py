@@ -127,7 +127,9 @@ class JobCreate(BaseModel):
     layout: Layout = Layout.nonuniform
     schedule: Schedule | None = Field(None, description="linear or cosine (engine default)")
     normalization: Normalization | None = Field(None, description="params or reference (engine default)")
-    score: Score | None = Field(None, description="gisp / gisp-oneshot: taylor, fisher or refit-fisher (engine default)")
+    score: Score | None = Field(
+        None, description="gisp / gisp-oneshot: taylor, fisher or refit-fisher (engine default)"
+    )
     protected_layers: list[int] | None = None
     bias_compensation: bool | None = Field(
         None, description="fold removed structures' mean output into biases (engine default: on for gisp)"

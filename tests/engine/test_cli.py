@@ -59,7 +59,16 @@ def test_prune_writes_trajectory_and_one_checkpoint_per_target(
         AutoModelForCausalLM.from_pretrained(out / f"sparsity-{target}", trust_remote_code=True)
     assert "sparsity-0.4" in capsys.readouterr().out
 
-    materialize = ["materialize", str(out), "--sparsity", "0.3", "--out", str(tmp_path / "mid"), "--layout", "uniform"]
+    materialize = [
+        "materialize",
+        str(out),
+        "--sparsity",
+        "0.3",
+        "--out",
+        str(tmp_path / "mid"),
+        "--layout",
+        "uniform",
+    ]
     assert main(materialize) == 2  # the refit needs the run's calibration data
     assert "calibration" in capsys.readouterr().err
     other = tmp_path / "other.txt"
@@ -134,7 +143,9 @@ def test_bias_compensation_flag_overrides_the_method_default() -> None:
     from core.cli.main import build_parser
 
     def parsed(*flags: str):
-        args = build_parser().parse_args(["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags])
+        args = build_parser().parse_args(
+            ["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags]
+        )
         return settings_from_args(args)
 
     assert parsed().bias_compensation is True
@@ -148,7 +159,9 @@ def test_score_flag_reaches_the_settings() -> None:
     from core.pruning_spec import Score
 
     def parsed(*flags: str):
-        args = build_parser().parse_args(["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags])
+        args = build_parser().parse_args(
+            ["prune", "m", "--calibration", "c", "--out", "o", "--sparsities", "0.3", *flags]
+        )
         return settings_from_args(args)
 
     assert parsed().score is Score.taylor

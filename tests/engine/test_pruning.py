@@ -213,7 +213,8 @@ def test_parameter_accounting_matches_the_real_model() -> None:
         compensated = prune(loaded, ITEMS, settings(sparsities=[0.35], steps=2))
         model = pruned_model(loaded, compensated, compensated.state_at(0.35))
         biases = sum(
-            layer.self_attn.o_proj.bias.numel() + layer.mlp.down_proj.bias.numel() for layer in model.model.layers
+            layer.self_attn.o_proj.bias.numel() + layer.mlp.down_proj.bias.numel()
+            for layer in model.model.layers
         )
         assert biases == 2 * g.hidden_size * g.num_layers
         assert compensated.state_at(0.35).decoder_params() + biases == sum(

@@ -232,7 +232,10 @@ def _explicit_gates(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A gate of ones scaling every output projection's input features, for autograd to differentiate."""
     gates = {}
     for index, layer in enumerate(model.model.layers):
-        for key, projection in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+        for key, projection in (
+            (f"{index}.attn", layer.self_attn.o_proj),
+            (f"{index}.mlp", layer.mlp.down_proj),
+        ):
             gates[key] = torch.ones(projection.in_features, requires_grad=True)
             projection.register_forward_pre_hook(lambda m, a, gate=gates[key]: (a[0] * gate,))
     return gates
@@ -272,7 +275,9 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
     words = " ".join(CORPUS[:4]).split()
     items = [
         MultipleChoiceCalibrationItem(
-            prompt=" ".join(words[i : i + 5]), choices=[f" {w}" for w in words[i + 5 : i + 5 + k]], label=i % k
+            prompt=" ".join(words[i : i + 5]),
+            choices=[f" {w}" for w in words[i + 5 : i + 5 + k]],
+            label=i % k,
         )
         for i, k in zip(range(0, 24, 4), (2, 3, 4, 2, 3, 4), strict=True)
     ]
@@ -283,7 +288,9 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
     g = geometry_of(loaded.model.config)
     pool = CalibrationPool(items, loaded.tokenizer, margin)
     batches = pool.batches(0)
-    batches_of_item = [{n for n, b in enumerate(batches) if item in b.groups.tolist()} for item in range(len(items))]
+    batches_of_item = [
+        {n for n, b in enumerate(batches) if item in b.groups.tolist()} for item in range(len(items))
+    ]
     assert any(len(found) > 1 for found in batches_of_item)  # an item's choices meet across micro-batches
     fisher = importance.GateFisher(model)
     importance.accumulate_gradients(model, batches)
@@ -308,7 +315,9 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
     for got, want in zip(grouped, expected, strict=True):
         torch.testing.assert_close(got.heads, want.heads, rtol=1e-4, atol=1e-12)
         torch.testing.assert_close(got.channels, want.channels, rtol=1e-4, atol=1e-12)
-    assert not torch.allclose(torch.cat([s.channels for s in per_choice]), torch.cat([s.channels for s in grouped]))
+    assert not torch.allclose(
+        torch.cat([s.channels for s in per_choice]), torch.cat([s.channels for s in grouped])
+    )
 
 
 def test_text_windows_are_each_their_own_item_so_grouping_changes_nothing() -> None:
@@ -346,9 +355,11 @@ def test_fisher_scores_remove_structures_that_cannot_change_the_output_first() -
 
 def test_residual_map_gives_the_least_squares_residual_of_each_block_on_all_other_features() -> None:
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(400, 12, generator=generator, dtype=torch.float64) @ torch.randn(
-        12, 12, generator=generator, dtype=torch.float64
-    ) + 0.5
+    x = (
+        torch.randn(400, 12, generator=generator, dtype=torch.float64)
+        @ torch.randn(12, 12, generator=generator, dtype=torch.float64)
+        + 0.5
+    )
     a = torch.cat([x, torch.ones(400, 1, dtype=torch.float64)], dim=1)
     residual_map = importance._residual_map(a.T @ a, 12, 3, damping=0.0)
     residuals = a @ residual_map
@@ -387,7 +398,10 @@ def test_refit_fisher_records_the_gate_gradient_of_each_sequence_on_the_regressi
     for number, batch in enumerate(batches):
         for row in range(batch.input_ids.shape[0]):
             single = type(batch)(
-                *(t[row : row + 1] for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights))
+                *(
+                    t[row : row + 1]
+                    for t in (batch.input_ids, batch.attention_mask, batch.labels, batch.weights)
+                )
             )
             for gate in gates.values():
                 gate.grad = None
@@ -406,9 +420,14 @@ def test_refit_fisher_scores_a_channel_the_others_duplicate_near_zero() -> None:
     model = to_gisp_model(loaded.model)
     importance.prepare_for_gradients(model)
     g = geometry_of(loaded.model.config)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(samples=64, seq_len=32, batch_size=16)).batches(0)
+    batches = CalibrationPool(
+        ITEMS, loaded.tokenizer, settings(samples=64, seq_len=32, batch_size=16)
+    ).batches(0)
     scores = {}
-    for name, maps in (("fisher", None), ("refit", importance.refit_residual_maps(model, batches, g, constant=False, damping=1e-4))):
+    for name, maps in (
+        ("fisher", None),
+        ("refit", importance.refit_residual_maps(model, batches, g, constant=False, damping=1e-4)),
+    ):
         fisher = importance.GateFisher(model, maps)
         importance.accumulate_gradients(model, batches)
         scores[name] = fisher.close().scores(model, g, Normalization.params)[1].channels
@@ -423,8 +442,13 @@ def test_refit_fisher_prunes_resumes_and_masks_like_every_score() -> None:
     sliced = prune(build_loaded("llama"), ITEMS, chosen)
     masked = prune(build_loaded("llama"), ITEMS, chosen, physical=False)
     # the same structures each step (within a step, near-equal scores may swap order between the two layouts)
-    assert [sorted(map(tuple, s.removed)) for s in sliced.steps] == [sorted(map(tuple, s.removed)) for s in masked.steps]
-    assert sliced.removal_sequence != prune(build_loaded("llama"), ITEMS, settings(score="fisher")).removal_sequence
+    assert [sorted(map(tuple, s.removed)) for s in sliced.steps] == [
+        sorted(map(tuple, s.removed)) for s in masked.steps
+    ]
+    assert (
+        sliced.removal_sequence
+        != prune(build_loaded("llama"), ITEMS, settings(score="fisher")).removal_sequence
+    )
     calls = {"n": 0}
 
     def stop_after_two() -> bool:

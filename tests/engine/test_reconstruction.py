@@ -23,7 +23,9 @@ ITEMS = [TextItem(text=" ".join(CORPUS))]
 
 def run(family: str = "llama", **overrides):
     loaded = build_loaded(family)
-    values = dict(sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2, reconstruction_samples=16)
+    values = dict(
+        sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2, reconstruction_samples=16
+    )
     values.update(overrides)
     return loaded, prune(loaded, ITEMS, PruneSettings(**values))
 
@@ -70,7 +72,9 @@ def test_undamped_refit_meets_the_normal_equations() -> None:
     # and it fits better than keeping the weights with FLAP's mean-compensating bias
     compensated = full[:, kept] @ dense.model.layers[0].self_attn.o_proj.weight.double()[:, kept].T
     removed = [i for i in range(full.shape[1]) if i not in kept]
-    compensated += full[:, removed].mean(0) @ dense.model.layers[0].self_attn.o_proj.weight.double()[:, removed].T
+    compensated += (
+        full[:, removed].mean(0) @ dense.model.layers[0].self_attn.o_proj.weight.double()[:, removed].T
+    )
     assert (target - fitted).square().sum() < (target - compensated).square().sum()
 
 

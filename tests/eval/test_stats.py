@@ -52,7 +52,9 @@ def test_interval_covers_the_true_difference_and_is_narrower_than_unpaired() -> 
         for labels in (first, second):
             accuracies = [sum(v) / items for v in labels.values()]
             low_u, high_u = mean_interval(accuracies, [items] * tasks)
-            unpaired_width += (high_u - low_u) / 2  # two half-widths: where separate intervals stop overlapping
+            unpaired_width += (
+                high_u - low_u
+            ) / 2  # two half-widths: where separate intervals stop overlapping
     assert estimated / repeats == pytest.approx(true_difference, abs=0.003)
     # the normal approximation undercovers a little when few items are discordant
     assert 0.91 <= covered / repeats <= 0.98
