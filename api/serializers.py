@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from core.db.models import CalibrationSet, Checkpoint, Job, JobEvent
+from core.jobs.states import Phase
 from core.schemas.calibration import CalibrationSetPublic
 from core.schemas.jobs import (
     CheckpointPublic,
     EventPublic,
-    JobCreate,
     JobError,
     JobProgress,
     JobPublic,
+    JobSpec,
 )
 
 
@@ -38,8 +39,11 @@ def job_public(job: Job) -> JobPublic:
         started_at=job.started_at,
         finished_at=job.finished_at,
         attempt=job.attempt,
-        request=JobCreate.model_validate(job.spec),
+        request=JobSpec.model_validate(job.spec),
         progress=JobProgress(
+            phase=Phase(job.phase or Phase.queued.value),
+            phase_done=job.phase_done,
+            phase_total=job.phase_total,
             step=job.progress_step,
             total_steps=job.progress_total,
             current_sparsity=job.current_sparsity,

@@ -42,12 +42,12 @@ def seed(env: dict[str, str], jobs: int) -> tuple[str, list[str]]:
     from core.db.session import session_scope
     from core.jobs import crud
     from core.jobs.tenants import create_api_key
-    from core.schemas.jobs import JobCreate
+    from core.schemas.jobs import JobSpec
     from core.settings import get_settings
 
     get_settings.cache_clear()
     upgrade(get_settings().database_url)
-    spec = JobCreate.model_validate(
+    spec = JobSpec.model_validate(
         {"model": "local/bench", "calibration": {"name": "wikitext2"}, "sparsities": [0.2, 0.4]}
     )
     with session_scope() as session:

@@ -43,10 +43,10 @@ def _setup(args: argparse.Namespace):
         steps=args.run_steps,
         samples=args.samples,
         seq_len=args.seq_len,
-        batch_size=args.batch_size,
+        bias_compensation=False,
     )
     items = load_calibration_items("wikitext2", Objective.perplexity)
-    pool = CalibrationPool(items, loaded.tokenizer, settings)
+    pool = CalibrationPool(items, loaded.tokenizer, settings, args.batch_size)
     return loaded, settings, items, pool
 
 
@@ -70,53 +70,46 @@ def measure_plain(args: argparse.Namespace) -> dict:
 
 def measure_gisp_step(args: argparse.Namespace) -> dict:
     """One full GISP step on the working model: gradients, Taylor scores, global ranking, slicing."""
-    from core.engine import importance
-    from core.engine.architectures import geometry_of, to_gisp_model
+    from core.engine.architectures import geometry_of
+    from core.engine.methods import GRADIENT_SCORERS, StepInput
     from core.engine.ranking import ScoreTable, select
     from core.engine.schedule import protected_layers
-    from core.engine.slicing import slice_model
     from core.engine.structures import PruningState
+    from core.engine.views import SLICED
+    from core.pruning_spec import Score
 
     loaded, settings, _, pool = _setup(args)
     geometry = geometry_of(loaded.model.config)
-    eligible = [
-        i for i in range(geometry.num_layers) if i not in protected_layers(settings, geometry.num_layers)
-    ]
-    working = to_gisp_model(loaded.model)
-    if args.score == "taylor":
-        importance.prepare_for_gradients(working)
-    else:
-        importance.prepare_for_gate_gradients(working)
+    protected = protected_layers(settings, geometry.num_layers)
+    eligible = [i for i in range(geometry.num_layers) if i not in protected]
+    working = SLICED.working_model(loaded.model)
+    scorer = GRADIENT_SCORERS[Score(args.score)]()
+    scorer.prepare(working)
     state = PruningState.dense(geometry)
     baseline = _peak_rss_mb()
     times = []
     for step in range(args.repeats):
-        batches = pool.batches(step)
         started = time.perf_counter()
-        if args.score == "taylor":
-            importance.accumulate_gradients(working, batches)
-            scores = importance.taylor_scores(working, geometry, settings.normalization)
-        else:
-            maps = None
-            if args.score == "refit-fisher":
-                maps = importance.refit_residual_maps(working, batches, geometry, constant=False)
-            fisher = importance.GateFisher(working, maps)
-            importance.accumulate_gradients(working, batches)
-            scores = fisher.close().scores(working, geometry, settings.normalization)
-        ranked = ScoreTable.from_layer_scores(state, scores, geometry, physical=True)
+        scored = scorer.score(
+            StepInput(working, state, geometry, settings, pool.batches(step), protected, None, SLICED)
+        )
+        ranked = ScoreTable.from_layer_scores(state, scored.scores, geometry, True)
         new_state, _, _ = select(state, ranked, eligible, state.sparsity() + 0.005)
-        slice_model(working, state, new_state)
+        SLICED.remove(working, state, new_state)
         state = new_state
         times.append(time.perf_counter() - started)
     return {"seconds": times, "peak_mb_above_model": _peak_rss_mb() - baseline}
 
 
 def measure_run(args: argparse.Namespace, physical: bool) -> dict:
+    from core.engine.masking import MASKED
     from core.engine.pruner import prune
+    from core.engine.views import SLICED
 
     loaded, settings, items, _ = _setup(args)
     started = time.perf_counter()
-    trajectory = prune(loaded, items, settings, physical=physical)
+    view = SLICED if physical else MASKED
+    trajectory = prune(loaded, items, settings, batch_size=args.batch_size, view=view)
     return {"seconds": time.perf_counter() - started, "sparsity": trajectory.steps[-1].sparsity}
 
 

@@ -158,8 +158,9 @@ def measure_gisp_step(
     model: torch.nn.Module, batches: list, device: torch.device, repeats: int, settings: Any
 ) -> tuple[dict[str, Any], list]:
     """Gradients, scores, ranking and slicing of 0.5 % per step: what every GISP step does."""
-    from core.engine import importance
     from core.engine.architectures import geometry_of, to_gisp_model
+    from core.engine.methods.gradients import accumulate_gradients, prepare_for_gradients
+    from core.engine.methods.taylor import taylor_scores
     from core.engine.ranking import ScoreTable, select
     from core.engine.schedule import protected_layers
     from core.engine.slicing import slice_model
@@ -170,14 +171,14 @@ def measure_gisp_step(
     eligible = [
         i for i in range(geometry.num_layers) if i not in protected_layers(settings, geometry.num_layers)
     ]
-    importance.prepare_for_gradients(working)
+    prepare_for_gradients(working)
     holder: dict[str, Any] = {"state": PruningState.dense(geometry), "ranked": None}
 
     def step() -> None:
         state = holder["state"]
-        importance.accumulate_gradients(working, batches)
-        scores = importance.taylor_scores(working, geometry, settings.normalization)
-        ranked = ScoreTable.from_layer_scores(state, scores, geometry, physical=True)
+        accumulate_gradients(working, batches)
+        scores = taylor_scores(working, geometry, settings.experimental.normalization)
+        ranked = ScoreTable.from_layer_scores(state, scores, geometry, True)
         new_state, _, _ = select(state, ranked, eligible, state.sparsity() + 0.005)
         slice_model(working, state, new_state)
         holder["state"], holder["ranked"] = new_state, ranked
@@ -220,8 +221,10 @@ def measure_runs(model: torch.nn.Module, args: argparse.Namespace, device: torch
     """Whole ``prune`` calls to 50 % with the engine's defaults: slicing as it goes against masking only,
     then the refitted 50 % checkpoint (``reconstruction``), each timed with its peak memory."""
     from core.engine.loading import LoadedModel
+    from core.engine.masking import MASKED
     from core.engine.materialize import checkpoint_model
     from core.engine.pruner import prune
+    from core.engine.views import SLICED
     from core.pruning_spec import PruneSettings
 
     items, tokenizer = synthetic_calibration(model.config.vocab_size)
@@ -231,16 +234,15 @@ def measure_runs(model: torch.nn.Module, args: argparse.Namespace, device: torch
         steps=args.run_steps,
         samples=args.samples,
         seq_len=args.seq_len,
-        batch_size=args.batch_size,
         reconstruction_samples=args.refit_samples,
     )
     out: dict[str, Any] = {}
     trajectory = None
-    for name, physical in (("sliced", True), ("masked", False)):
+    for name, view in (("sliced", SLICED), ("masked", MASKED)):
         synchronize(device)
         started = time.perf_counter()
         result, peak = peak_above(
-            device, lambda physical=physical: prune(loaded, items, settings, physical=physical)
+            device, lambda view=view: prune(loaded, items, settings, batch_size=args.batch_size, view=view)
         )
         synchronize(device)
         out[name] = {
@@ -369,9 +371,7 @@ def report_step(
     tokens = args.samples * args.seq_len
     batches = random_batches(model.config.vocab_size, args.samples, args.seq_len, args.batch_size, step=0)
     plain = measure_plain(model, batches, device, args.repeats)
-    settings = PruneSettings(
-        sparsities=[0.5], samples=args.samples, seq_len=args.seq_len, batch_size=args.batch_size
-    )
+    settings = PruneSettings(sparsities=[0.5], samples=args.samples, seq_len=args.seq_len)
     gisp, (_, ranked, eligible) = measure_gisp_step(model, batches, device, args.repeats, settings)
     flops = {
         "plain": 3 * size.flops_per_token * tokens,

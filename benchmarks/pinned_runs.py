@@ -27,7 +27,7 @@ RUNS: dict[str, dict[str, Any]] = {
     "gisp-no-compensation": {"bias_compensation": False},
     "gisp-fisher": {"score": "fisher"},
     "gisp-refit-fisher": {"score": "refit-fisher"},
-    "gisp-reference-cosine": {"normalization": "reference", "schedule": "cosine"},
+    "gisp-reference-cosine": {"experimental": {"normalization": "reference", "schedule": "cosine"}},
     "gisp-no-refit": {"reconstruction": False},
     "gisp-margin": {"objective": "margin"},
     "gisp-oneshot": {"method": "gisp-oneshot"},
@@ -41,8 +41,10 @@ LAYOUTS = ("nonuniform", "uniform")
 
 
 def _trajectory_digest(trajectory: Any) -> str:
+    """Everything the run computed; not how its settings are written down, nor timings and versions."""
     data = trajectory.to_dict()
-    data.pop("versions", None)
+    for key in ("versions", "settings", "schema_version", "batch_size"):
+        data.pop(key, None)
     for step in data["steps"]:
         step.pop("seconds", None)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
@@ -55,12 +57,33 @@ def _weights_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def _spelled_for(settings_type: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Options as the settings type at hand spells them (earlier commits kept experimental options flat)."""
+    if options.get("method", "gisp") != "gisp":  # one-shot methods take one step, asked or not
+        options = {key: value for key, value in options.items() if key != "steps"}
+    if "experimental" in settings_type.model_fields:
+        return options
+    flat = {key: value for key, value in options.items() if key != "experimental"}
+    return {**flat, **options.get("experimental", {})}
+
+
+def _fit(settings: Any, config: Any, layout: Any) -> Any:
+    try:
+        from core.engine.architectures import family_of
+        from core.pruning_spec import fit_to_layout
+    except ImportError:  # earlier commits
+        from core.engine.materialize import settings_for_layout
+
+        return settings_for_layout(settings, config, layout)
+    return fit_to_layout(settings, family_of(config), layout)
+
+
 def run_all(selected: list[str]) -> dict[str, dict[str, str]]:
     import torch
 
     torch.set_num_threads(1)
     from core.data.calibration import MultipleChoiceCalibrationItem, TextItem
-    from core.engine.materialize import materialize, settings_for_layout
+    from core.engine.materialize import materialize
     from core.engine.pruner import prune
     from core.pruning_spec import Layout, PruneSettings
     from tests.engine.conftest import CORPUS, build_loaded
@@ -77,10 +100,10 @@ def run_all(selected: list[str]) -> dict[str, dict[str, str]]:
         for name in selected:
             for layout in LAYOUTS:
                 options = {"sparsities": [0.2, 0.4], "steps": 4, "samples": 4, "seq_len": 32, **RUNS[name]}
-                settings = PruneSettings.model_validate(options)
+                settings = PruneSettings.model_validate(_spelled_for(PruneSettings, options))
                 loaded = build_loaded(family, **shape)
                 try:
-                    settings = settings_for_layout(settings, loaded.model.config, Layout(layout))
+                    settings = _fit(settings, loaded.model.config, Layout(layout))
                 except Exception as error:  # a combination the engine refuses is pinned as refused
                     digests[f"{family}/{name}/{layout}"] = {"refused": type(error).__name__}
                     continue

@@ -33,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import quality_lib as lib
-from core.pruning_spec import ONE_SHOT_METHODS, Method, Objective, PruneSettings, Score
+from core.pruning_spec import METHODS, ONE_SHOT_METHODS, Method, Objective, PruneSettings, Score
 
 ALL_METHODS = ("gisp", "gisp-oneshot", "wanda-sp", "flap", "magnitude", "random")
 DATA_FREE = frozenset({Method.magnitude, Method.random})
@@ -131,9 +131,13 @@ def base_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 def settings_for(job: Job, base: dict[str, Any], oneshot_samples: int) -> PruneSettings:
     """The job's settings; one-shot data-driven methods read ``oneshot_samples`` sequences in their one step."""
-    values = dict(base, method=job.method, objective=job.objective, reconstruction=job.refit, score=job.score)
-    if job.method in ONE_SHOT_METHODS and job.method not in DATA_FREE:
-        values["samples"] = oneshot_samples
+    values = dict(base, method=job.method, objective=job.objective, reconstruction=job.refit)
+    if METHODS[job.method].takes_score:
+        values["score"] = job.score
+    if job.method in ONE_SHOT_METHODS:
+        values.pop("steps", None)
+        if job.method not in DATA_FREE:
+            values["samples"] = oneshot_samples
     return PruneSettings(**values)
 
 

@@ -28,8 +28,9 @@ import torch
 from core.data.calibration import CalibrationItem, fingerprint, load_calibration_items
 from core.data.tasks import load_task
 from core.data.text import wikitext2_text
+from core.engine.architectures import family_of
 from core.engine.loading import LoadedModel
-from core.engine.materialize import NO_STOCK_OUTPUT_BIAS, checkpoint_model, stock_uniform_state
+from core.engine.materialize import checkpoint_model, stock_uniform_state
 from core.engine.pruner import prune
 from core.engine.structures import PruningState
 from core.engine.trajectory import Trajectory
@@ -284,10 +285,10 @@ def model_at(
     without the least-squares refit (on ``calibration``, the run's items) whatever the run itself asked for."""
     if trajectory is None or sparsity == 0.0:
         return loaded.model
-    settings = {**trajectory.settings, "reconstruction": refit}
+    settings = trajectory.settings.model_copy(update={"reconstruction": refit})
     variant = dataclasses.replace(trajectory, settings=settings)
     state = state_for(loaded, variant, sparsity, layout)
-    biases = layout != "uniform" or loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
+    biases = layout != "uniform" or family_of(loaded.model.config).stock_output_biases
     return checkpoint_model(loaded, variant, state, calibration, output_biases=biases)
 
 

@@ -1,13 +1,30 @@
-"""What a pruning run is asked to do, shared by the CLI, the API's JobSpec and the engine.
+"""What a pruning run is asked to do: declared once, here, for the engine, the CLI and the job API.
+
+``PruneSettings`` is the engine's own settings type. The API's ``JobSpec`` extends it (model, calibration
+source, layout, evaluations) rather than copying its fields, the CLI derives its flags from its fields, and
+the trajectory records it, so the three can never offer different options. Validation resolves every
+default (``steps``, ``score``, ``bias_compensation`` depend on the method): a validated instance is the
+*effective* run, which is what a job stores and shows.
+
+Methods are described here by their traits (:data:`METHODS`), torch-free, so the API refuses exactly the
+combinations the engine could not honour; the engine's implementations live in ``core.engine.methods``.
 
 Kept free of torch so the API process can validate a job with exactly the rules the engine obeys.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from core.errors import UserInputError
+from core.families import Family
+
+MAX_LAYER_INDEX = 1023  # no supported model comes near; bounds the request's lists
+DEFAULT_STEPS = 20
 
 
 class Objective(str, Enum):
@@ -29,6 +46,22 @@ class Method(str, Enum):
     random = "random"
 
 
+class Score(str, Enum):
+    """What the gradient methods rank structures by.
+
+    ``taylor``: the paper's first-order score, Σ |W ⊙ ḡ| over a structure's weights.
+    ``fisher``: the empirical Fisher of a gate on the structure's output, Σ_s (∂L_s/∂m)² over calibration
+    items: a second-order estimate of the loss a removal costs, from the same backward pass.
+    ``refit-fisher``: the same Fisher, of the removal the least-squares refit leaves behind: the gate scales
+    only what the structure's input cannot be predicted from the layer's other inputs (its regression
+    residual), since the refit writes the predictable part back. One extra forward pass a step.
+    """
+
+    taylor = "taylor"
+    fisher = "fisher"
+    refit_fisher = "refit-fisher"
+
+
 class Schedule(str, Enum):
     linear = "linear"
     cosine = "cosine"
@@ -45,66 +78,146 @@ class Normalization(str, Enum):
     reference = "reference"
 
 
-class Score(str, Enum):
-    """What the gradient methods (gisp, gisp-oneshot) rank structures by.
-
-    ``taylor``: the paper's first-order score, Σ |W ⊙ ḡ| over a structure's weights.
-    ``fisher``: the empirical Fisher of a gate on the structure's output, Σ_s (∂L_s/∂m)² over calibration
-    sequences: a second-order estimate of the loss a removal costs, from the same backward pass.
-    ``refit-fisher``: the same Fisher, of the removal the least-squares refit leaves behind: the gate scales
-    only what the structure's input cannot be predicted from the layer's other inputs (its regression
-    residual), since the refit writes the predictable part back. One extra forward pass a step.
-    """
-
-    taylor = "taylor"
-    fisher = "fisher"
-    refit_fisher = "refit-fisher"
-
-
 class Layout(str, Enum):
     nonuniform = "nonuniform"  # per-layer sizes; ships its model code (trust_remote_code)
     uniform = "uniform"  # equal sizes in every layer; loads in stock transformers
 
 
-class PruneSettings(BaseModel):
-    """Every knob of a pruning run. Defaults are the ones BENCHMARKS.md justifies."""
+@dataclass(frozen=True)
+class MethodTraits:
+    """What a method reads and how it runs: the facts validation, the loop and the docs rely on."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    summary: str
+    reads: Literal["gradients", "activations", "weights", "nothing"]
+    iterative: bool  # scores again at every step (else once, on the dense model)
+    compensation: Literal[
+        "optional", "always", "never"
+    ]  # bias compensation: a switch (on by default), built in, or none
 
-    method: Method = Method.gisp
-    objective: Objective = Objective.perplexity
-    sparsities: list[float] = Field(..., min_length=1, description="target parameter sparsities in (0, 1)")
-    steps: int = Field(20, ge=1, le=1000, description="iterative steps up to the largest target")
-    schedule: Schedule = Schedule.linear
-    normalization: Normalization = Normalization.params
-    score: Score = Score.taylor
+    @property
+    def takes_score(self) -> bool:
+        return self.reads == "gradients"
+
+
+METHODS: dict[Method, MethodTraits] = {
+    Method.gisp: MethodTraits(
+        "GISP: global ranking of first-order (or Fisher) scores, recomputed at every step",
+        "gradients",
+        True,
+        "optional",
+    ),
+    Method.gisp_oneshot: MethodTraits(
+        "GISP's scores computed once on the dense model, then removed in one ranking",
+        "gradients",
+        False,
+        "optional",
+    ),
+    Method.wanda_sp: MethodTraits(
+        "Wanda-sp: |W| times input norm, the same fraction removed from every layer",
+        "activations",
+        False,
+        "never",
+    ),
+    Method.flap: MethodTraits(
+        "FLAP: fluctuation of each input, standardised, global ranking, bias compensation",
+        "activations",
+        False,
+        "always",
+    ),
+    Method.magnitude: MethodTraits(
+        "weight magnitude, block-normalised, global ranking", "weights", False, "never"
+    ),
+    Method.random: MethodTraits(
+        "random scores, global ranking (a floor to compare with)", "nothing", False, "never"
+    ),
+}
+
+
+class ExperimentalSettings(BaseModel):
+    """Options kept for experiments and comparisons: each measured no better than its default.
+
+    They stay reachable so a published comparison can be re-run, and stay out of the way of everyone else.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    normalization: Normalization = Field(
+        Normalization.params, description="score normalisation: params (default) or the authors' constants"
+    )
+    schedule: Schedule = Field(Schedule.linear, description="how step targets are spread: linear or cosine")
     protected_first_fraction: float = Field(
-        0.1, ge=0.0, lt=1.0, description="fraction of the first layers never pruned"
+        0.1, ge=0.0, lt=1.0, description="fraction of the first layers never pruned (unless protected_layers)"
     )
-    protect_last_layer: bool = True
-    protected_layers: list[int] | None = Field(
-        None, description="explicit protected layer indices; overrides the two settings above"
-    )
-    samples: int = Field(32, ge=1, le=100_000, description="calibration sequences per step")
-    seq_len: int = Field(128, ge=8, le=32_768, description="tokens per calibration sequence")
-    batch_size: int = Field(8, ge=1, le=1024, description="sequences per forward/backward micro-batch")
-    seed: int = 0
-    bias_compensation: bool | None = Field(
-        None,
-        validate_default=True,
-        description="gisp / gisp-oneshot (on by default there): fold each removed head's or channel's mean "
-        "output into the output bias (FLAP's closed form), measured on the model the structure is removed "
-        "from; scores then count only each feature's deviation from its mean",
-    )
+    protect_last_layer: bool = Field(True, description="never prune the last layer (unless protected_layers)")
 
+
+LayerIndex = Annotated[int, Field(ge=0, le=MAX_LAYER_INDEX)]
+
+
+class PruneSettings(BaseModel):
+    """Every knob of a pruning run. Defaults are the ones BENCHMARKS.md justifies.
+
+    Fields are ordered so that each cross-field rule sits on the later field of its pair (``score`` after
+    ``method`` and ``reconstruction``): the error then names the field a user must change.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Method = Field(
+        Method.gisp, description="how structures are scored: " + ", ".join(m.value for m in Method)
+    )
+    objective: Objective = Field(
+        Objective.perplexity,
+        description="the loss the scores protect: perplexity, margin (multiple choice) or answer",
+    )
+    sparsities: list[float] = Field(
+        ...,
+        min_length=1,
+        max_length=64,
+        description="target fractions of decoder parameters to remove, each in (0, 1); one checkpoint per target",
+        examples=[[0.2, 0.4]],
+    )
+    samples: int = Field(
+        32, ge=1, le=100_000, description="calibration sequences the scores read at every step"
+    )
+    seq_len: int = Field(128, ge=8, le=32_768, description="tokens per calibration sequence")
+    seed: int = Field(
+        0, ge=0, le=2**31 - 1, description="seeds the calibration draws (and the random method)"
+    )
     reconstruction: bool = Field(
         True,
-        description="refit each checkpoint's o_proj / down_proj by least squares so every layer's output "
-        "matches the dense layer's on calibration tokens (a closed-form solve, no training; the pruned "
-        "structures stay as chosen)",
+        description="refit each checkpoint's o_proj / down_proj by least squares so every layer's output matches "
+        "the dense layer's on calibration tokens (closed form, no training; the structures stay as chosen)",
     )
     reconstruction_samples: int = Field(
         128, ge=1, le=100_000, description="calibration sequences of seq_len tokens the refit reads"
+    )
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        validate_default=True,
+        description=f"pruning steps up to the largest target (iterative methods; default {DEFAULT_STEPS}); "
+        "one-shot methods take exactly one",
+    )
+    score: Score | None = Field(
+        None,
+        validate_default=True,
+        description="gradient methods: taylor (default), fisher or refit-fisher (needs reconstruction)",
+    )
+    bias_compensation: bool | None = Field(
+        None,
+        validate_default=True,
+        description="gisp and gisp-oneshot (default on): fold each removed head's or channel's mean output into "
+        "the output bias (FLAP's closed form), measured on the model it is removed from",
+    )
+    protected_layers: list[LayerIndex] | None = Field(
+        None,
+        max_length=MAX_LAYER_INDEX + 1,
+        description="layer indices never pruned (default: the first 10 % and the last layer)",
+    )
+    experimental: ExperimentalSettings = Field(
+        default_factory=ExperimentalSettings, description="options for experiments; defaults measured best"
     )
 
     @field_validator("sparsities")
@@ -118,47 +231,111 @@ class PruneSettings(BaseModel):
             raise ValueError(f"sparsities must be distinct, got {values}")
         return sorted(values)
 
-    @field_validator("protected_layers")
+    @field_validator("reconstruction_samples")
     @classmethod
-    def _protected_layers_non_negative(cls, values: list[int] | None) -> list[int] | None:
-        if values is not None and any(v < 0 for v in values):
-            raise ValueError("protected layer indices must be >= 0")
-        return values
+    def _refit_size_needs_a_refit(cls, value: int, info: ValidationInfo) -> int:
+        if (
+            info.data.get("reconstruction") is False
+            and value != cls.model_fields["reconstruction_samples"].default
+        ):
+            raise ValueError("reconstruction_samples sizes the refit, which reconstruction: false turns off")
+        return value
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_for_iterative_methods(cls, value: int | None, info: ValidationInfo) -> int:
+        traits = _traits(info)
+        if traits is None or traits.iterative:
+            return DEFAULT_STEPS if value is None else value
+        if value not in (None, 1):
+            raise ValueError(f"{info.data['method'].value} scores once and removes in one step; omit steps")
+        return 1
+
+    @field_validator("score")
+    @classmethod
+    def _score_for_gradient_methods(cls, value: Score | None, info: ValidationInfo) -> Score | None:
+        traits = _traits(info)
+        if traits is not None and not traits.takes_score:
+            if value is not None:
+                raise ValueError(
+                    f"score applies to the gradient methods (gisp, gisp-oneshot), not {info.data['method'].value}"
+                )
+            return None
+        if value is Score.refit_fisher and info.data.get("reconstruction") is False:
+            raise ValueError(
+                "refit-fisher ranks by what the refit cannot restore; it needs reconstruction: true"
+            )
+        return Score.taylor if value is None else value
 
     @field_validator("bias_compensation")
     @classmethod
     def _compensation_for_gradient_methods(cls, value: bool | None, info: ValidationInfo) -> bool:
-        """On by default for the Taylor methods (it wins on every measured sparsity); refused for the rest."""
-        method = info.data.get("method")
-        gradient_method = method in (Method.gisp, Method.gisp_oneshot)
-        if value is None:
-            return gradient_method
-        if value and not gradient_method and method is not None:
+        """On by default for the gradient methods (it wins on every measured sparsity); refused for the rest."""
+        traits = _traits(info)
+        if traits is None or traits.compensation == "optional":
+            return True if value is None else value
+        if value:
+            method = info.data["method"].value
             raise ValueError(
-                f"bias_compensation applies to gisp and gisp-oneshot, not {method.value}"
-                + (" (FLAP always compensates)" if method is Method.flap else "")
+                f"bias_compensation applies to gisp and gisp-oneshot, not {method}"
+                + (" (FLAP always compensates)" if traits.compensation == "always" else "")
             )
-        return value
+        return False
 
-    @field_validator("score")
+    @field_validator("protected_layers")
     @classmethod
-    def _score_for_gradient_methods(cls, value: Score, info: ValidationInfo) -> Score:
-        method = info.data.get("method")
-        if value is not Score.taylor and method not in (None, Method.gisp, Method.gisp_oneshot):
-            raise ValueError(f"score applies to gisp and gisp-oneshot, not {method.value}")
-        return value
+    def _distinct_layers(cls, values: list[int] | None) -> list[int] | None:
+        return None if values is None else sorted(set(values))
 
-    @model_validator(mode="after")
-    def _one_shot_methods_take_one_step(self) -> PruneSettings:
-        if self.method in ONE_SHOT_METHODS:
-            self.steps = 1
-        return self
+    @property
+    def traits(self) -> MethodTraits:
+        return METHODS[self.method]
+
+    @property
+    def step_count(self) -> int:
+        assert self.steps is not None  # resolved by validation
+        return self.steps
 
     @property
     def max_sparsity(self) -> float:
         return max(self.sparsities)
 
+    def engine_settings(self) -> PruneSettings:
+        """Just the engine's part of a richer spec (a job's), e.g. to record in a trajectory."""
+        return PruneSettings.model_validate(self.model_dump(include=set(PruneSettings.model_fields)))
 
-ONE_SHOT_METHODS = frozenset(
-    {Method.gisp_oneshot, Method.wanda_sp, Method.flap, Method.magnitude, Method.random}
-)
+
+def _traits(info: ValidationInfo) -> MethodTraits | None:
+    method = info.data.get("method")
+    return None if method is None else METHODS[method]
+
+
+ONE_SHOT_METHODS = frozenset(method for method, traits in METHODS.items() if not traits.iterative)
+
+
+SettingsT = TypeVar("SettingsT", bound=PruneSettings)
+
+
+def fit_to_layout(settings: SettingsT, family: Family, layout: Layout) -> SettingsT:
+    """Settings a run can honour when its target checkpoints take ``layout``: decided before hours of pruning.
+
+    A uniform checkpoint of a family whose stock class has no output biases cannot carry bias compensation,
+    unless the refit fits its weights alone (then compensation still serves the scores). There, compensation
+    left at its default is turned off, and an explicit request for it (or FLAP, which always compensates) is
+    refused, naming the field to change. Call it on the settings as submitted: it reads which fields were set.
+    """
+    fits = layout is not Layout.uniform or family.stock_output_biases
+    if fits or settings.reconstruction:
+        return settings
+    why = f"a uniform {family.model_type} checkpoint has no output biases to carry bias compensation"
+    if settings.traits.compensation == "always":
+        raise UserInputError(
+            f"{why}, which {settings.method.value} always applies; use layout nonuniform", field="layout"
+        )
+    if not settings.bias_compensation:
+        return settings
+    if "bias_compensation" in settings.model_fields_set:
+        raise UserInputError(
+            f"{why}; use layout nonuniform or set bias_compensation to false", field="bias_compensation"
+        )
+    return settings.model_copy(update={"bias_compensation": False})

@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     # Worker behaviour.
     worker_device: str = "cpu"
     worker_dtype: str = "float32"
+    worker_batch_size: int = Field(
+        8, ge=1, le=1024, description="sequences per forward/backward micro-batch: memory, not results"
+    )
     task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
     materialize_time_limit_s: int = Field(3600, ge=1)

@@ -1,14 +1,18 @@
-"""Every call the worker makes into the engine, in one place (the only worker module importing torch)."""
+"""Every call the worker makes into the engine, in one place (the only worker module importing torch).
+
+A maintenance-only worker (the reaper) imports the task module without torch installed; so these functions
+import the engine when called.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from core.errors import UserInputError
 from core.jobs.references import resolve_local_model
-from core.pruning_spec import Layout, Objective, PruneSettings
+from core.pruning_spec import Objective
 from core.schemas.jobs import ModelRef
 from core.settings import Settings
 
@@ -50,42 +54,32 @@ def trajectory_from_json(text: str) -> Any:
     return Trajectory.from_json(text)
 
 
-def settings_for_layout(prune_settings: PruneSettings, loaded: Any, layout: Layout) -> PruneSettings:
-    from core.engine.materialize import settings_for_layout as fit
+def run_options(settings: Settings) -> Any:
+    from core.pipeline.run import RunOptions
 
-    return fit(prune_settings, loaded.model.config, layout)
-
-
-def run_prune(
-    loaded: Any,
-    items: list[Any],
-    prune_settings: PruneSettings,
-    *,
-    on_step: Callable[[Any, Any], None],
-    should_stop: Callable[[], bool],
-    resume: Any | None,
-) -> Any:
-    from core.engine.pruner import prune
-
-    return prune(loaded, items, prune_settings, on_step=on_step, should_stop=should_stop, resume=resume)
+    return RunOptions(
+        batch_size=settings.worker_batch_size, device=settings.worker_device, data_dir=settings.data_dir
+    )
 
 
-def materialize(
-    loaded: Any, trajectory: Any, sparsity: float, out_dir: Path, layout: Layout, calibration: list[Any]
-) -> Path:
-    from core.engine.materialize import materialize as engine_materialize
+def run_pipeline(spec: Any, inputs: Any, sink: Any, *, settings: Settings, resume: Any, **hooks: Any) -> Any:
+    from core.pipeline.run import RunHooks, run_pipeline
 
-    return engine_materialize(loaded, trajectory, sparsity, out_dir, layout=layout, calibration=calibration)
+    return run_pipeline(
+        spec, inputs, sink, options=run_options(settings), hooks=RunHooks(**hooks), resume=resume
+    )
+
+
+def materialize_on_demand(inputs: Any, sink: Any, trajectory: Any, sparsity: float, layout: Any) -> None:
+    from core.pipeline.run import materialize_on_demand as build
+
+    build(inputs, sink, trajectory, sparsity, layout)
 
 
 def preload() -> None:
     """Import the engine ahead of the first job; a maintenance-only worker (no torch) skips it."""
-    try:
-        import core.engine.loading
-        import core.engine.materialize
-        import core.engine.pruner  # noqa: F401
-    except ImportError:
-        pass
+    with contextlib.suppress(ImportError):
+        import core.pipeline.run  # noqa: F401
 
 
 def release_memory() -> None:

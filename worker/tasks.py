@@ -13,12 +13,16 @@ from core.db.session import dispose_engines, session_scope
 from core.errors import UserInputError
 from core.jobs import crud
 from core.jobs.states import JobStatus
-from core.schemas.jobs import JobCreate
+from core.schemas.jobs import JobSpec
 from core.settings import get_settings
 from core.storage import get_storage
-from worker import artifacts, calibration, engine_runner
+from worker import engine_runner
 from worker.celery_app import MATERIALIZE_TASK, REAP_TASK, RUN_JOB_TASK, app
-from worker.job_runner import TRANSIENT_ERRORS, JobRun, TransientFailure
+from worker.context import JobContext
+from worker.failures import classify
+from worker.inputs import JobInputs
+from worker.job_runner import JobRun, TransientFailure
+from worker.sink import StorageSink, checkpoint_is_ready, fail_checkpoint, load_trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -75,61 +79,32 @@ def run_job(self, job_id: str) -> str:  # type: ignore[no-untyped-def]
 def materialize_checkpoint(self, job_id: str, label: str) -> str:  # type: ignore[no-untyped-def]
     """Materialise a sparsity the trajectory reached but that was not a target (asked for by a download)."""
     settings = get_settings()
-    storage = get_storage(settings)
     sparsity = float(label)
     with session_scope(settings) as session:
         job = session.get(Job, job_id)
         if job is None:
             return "missing"
-        tenant_id, spec = job.tenant_id, JobCreate.model_validate(job.spec)
+        context = JobContext(settings, get_storage(settings), job.tenant_id, job_id)
+        spec = JobSpec.model_validate(job.spec)
     try:
-        trajectory = artifacts.load_trajectory(storage=storage, tenant_id=tenant_id, job_id=job_id)
+        if checkpoint_is_ready(context, sparsity):
+            return "ready"
+        trajectory = load_trajectory(context)
         if trajectory is None:
             raise UserInputError(
                 "this job has no trajectory yet", field="sparsity", code="sparsity_not_reached"
             )
-        loaded = engine_runner.load(spec.model, settings)
-        items = calibration.job_calibration_items(
-            settings=settings, storage=storage, tenant_id=tenant_id, spec=spec
-        )
-        artifacts.materialize_checkpoint(
-            settings=settings,
-            storage=storage,
-            tenant_id=tenant_id,
-            job_id=job_id,
-            loaded=loaded,
-            trajectory=trajectory,
-            sparsity=sparsity,
-            layout=spec.layout,
-            is_target=False,
-            calibration=items,
-        )
+        sink = StorageSink(context)
+        engine_runner.materialize_on_demand(JobInputs(context, spec), sink, trajectory, sparsity, spec.layout)
         return "ready"
-    except UserInputError as error:
-        artifacts.fail_checkpoint(
-            settings=settings, job_id=job_id, sparsity=sparsity, code=error.code, message=error.message
-        )
-        return "failed"
-    except TRANSIENT_ERRORS as error:
-        if self.request.retries >= settings.max_retries:
-            artifacts.fail_checkpoint(
-                settings=settings,
-                job_id=job_id,
-                sparsity=sparsity,
-                code="retries_exhausted",
-                message=str(error),
-            )
-            return "failed"
-        raise self.retry(countdown=_backoff(self.request.retries), exc=error) from error
     except Exception as error:
-        logger.exception("materialising %s of %s failed", label, job_id)
-        artifacts.fail_checkpoint(
-            settings=settings,
-            job_id=job_id,
-            sparsity=sparsity,
-            code="internal_error",
-            message=f"materialisation failed ({type(error).__name__})",
-        )
+        failure = classify(error)
+        if failure.action == "retry" and self.request.retries < settings.max_retries:
+            raise self.retry(countdown=_backoff(self.request.retries), exc=error) from error
+        if failure.code == "internal_error":
+            logger.error("materialising %s of %s failed", label, job_id, exc_info=error)
+        code = "retries_exhausted" if failure.action == "retry" else failure.code
+        fail_checkpoint(context, sparsity, code, failure.message)
         return "failed"
     finally:
         engine_runner.release_memory()

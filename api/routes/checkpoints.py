@@ -24,7 +24,7 @@ from core.schemas.jobs import (
     CheckpointFiles,
     CheckpointPending,
     CheckpointsPublic,
-    JobCreate,
+    JobSpec,
     SparsityRange,
 )
 from core.storage import ObjectNotFound, StorageError, report_key
@@ -101,7 +101,7 @@ def download_checkpoint(
                 f"the trajectory has not reached sparsity {value:.4f} (it reaches {top})",
                 field="sparsity",
             )
-        layout = JobCreate.model_validate(job.spec).layout.value
+        layout = JobSpec.model_validate(job.spec).layout.value
         checkpoint, created = crud.ensure_checkpoint(
             session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False
         )

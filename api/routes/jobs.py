@@ -16,7 +16,7 @@ from core.db.models import Job
 from core.jobs import crud
 from core.jobs.states import JobStatus
 from core.schemas.errors import ErrorBody
-from core.schemas.jobs import EventsPublic, JobCreate, JobPublic, JobsPublic
+from core.schemas.jobs import EventsPublic, JobPublic, JobSpec, JobsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -55,7 +55,7 @@ def load_job(session: Session, tenant_id: str, job_id: str) -> Job:
     },
 )
 def create_job(
-    job_in: JobCreate,
+    job_in: JobSpec,
     session: SessionDep,
     settings: SettingsDep,
     tenant: CurrentTenant,
@@ -63,7 +63,7 @@ def create_job(
     idempotency_key: IdempotencyKey = None,
 ) -> JobPublic:
     """Submit a pruning job; it is queued for a GPU worker."""
-    validate_job_request(session=session, settings=settings, tenant_id=tenant.id, job_in=job_in)
+    job_in = validate_job_request(session=session, settings=settings, tenant_id=tenant.id, job_in=job_in)
     try:
         job, created = crud.create_job(
             session=session, tenant_id=tenant.id, job_in=job_in, idempotency_key=idempotency_key

@@ -18,11 +18,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.cli.spec_flags import add_spec_flags, spec_values
+from core.schemas.jobs import JobSpec
+
 if TYPE_CHECKING:
     import httpx
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+SUBMIT_OWN_FLAGS = ("model", "calibration", "metadata")  # spec fields `jobs submit` spells its own way
 
 
 class ServiceError(Exception):
@@ -175,14 +179,7 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
         "--calibration", help="named set (wikitext2, c4, ...) or an uploaded set id (cal_...)"
     )
     source.add_argument("--calibration-file", type=Path, help="upload this file (text or JSONL) first")
-    submit.add_argument("--objective", default="perplexity")
-    submit.add_argument("--method", default="gisp")
-    submit.add_argument("--sparsities", required=True, help="comma-separated, e.g. 0.2,0.4")
-    submit.add_argument("--steps", type=int)
-    submit.add_argument("--layout", default="nonuniform")
-    submit.add_argument("--samples", type=int)
-    submit.add_argument("--seq-len", type=int)
-    submit.add_argument("--evaluations", help="comma-separated evaluation names")
+    add_spec_flags(submit, JobSpec, skip=SUBMIT_OWN_FLAGS)
     submit.add_argument("--idempotency-key")
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
     submit.set_defaults(handler=run_submit)
@@ -248,31 +245,17 @@ def run_submit(args: argparse.Namespace) -> int:
     client = _client(args)
     calibration: dict[str, Any] = {}
     if args.calibration_file:
-        calibration["set_id"] = client.upload_calibration(args.calibration_file, args.objective)["id"]
+        objective = getattr(args, "objective", "perplexity")
+        calibration["set_id"] = client.upload_calibration(args.calibration_file, objective)["id"]
     elif args.calibration.startswith("cal_"):
         calibration["set_id"] = args.calibration
     else:
         calibration["name"] = args.calibration
-    for flag in ("samples", "seq_len"):
-        if getattr(args, flag) is not None:
-            calibration[flag] = getattr(args, flag)
-    try:
-        sparsities = [float(v) for v in args.sparsities.split(",") if v.strip()]
-    except ValueError:
-        print(f"error: --sparsities: not a list of numbers: {args.sparsities}", file=sys.stderr)
-        return 2
     body: dict[str, Any] = {
         "model": {"id": args.model, "revision": args.revision},
         "calibration": calibration,
-        "objective": args.objective,
-        "method": args.method,
-        "sparsities": sparsities,
-        "layout": args.layout,
+        **spec_values(args, JobSpec, skip=SUBMIT_OWN_FLAGS),
     }
-    if args.steps is not None:
-        body["steps"] = args.steps
-    if args.evaluations:
-        body["evaluations"] = [e.strip() for e in args.evaluations.split(",") if e.strip()]
     job = client.submit(body, args.idempotency_key)
     print(job["id"])
     if args.wait:

@@ -76,12 +76,10 @@ def run(args: argparse.Namespace) -> int:
         job = client.submit(
             {
                 "model": {"id": f"local/{SMOLLM2_NAME}"},
-                "calibration": {
-                    "name": "wikitext2",
-                    "samples": args.samples,
-                    "seq_len": 128,
-                    "reconstruction_samples": 4 * args.samples,
-                },
+                "calibration": {"name": "wikitext2"},
+                "samples": args.samples,
+                "seq_len": 128,
+                "reconstruction_samples": 4 * args.samples,
                 "objective": "perplexity",
                 "method": "gisp",
                 "sparsities": sparsities,

@@ -6,66 +6,46 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
-
+from core.cli.spec_flags import add_spec_flags, parse_spec, spec_values
 from core.errors import UserInputError
-from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule, Score
+from core.pruning_spec import Layout
+from core.schemas.jobs import RunSettings
 
-
-def checkpoint_dirname(sparsity: float) -> str:
-    return f"sparsity-{sparsity:g}"
+DEFAULT_BATCH_SIZE = 8  # core.engine.objectives.DEFAULT_BATCH_SIZE, without importing torch to print --help
 
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     prune = subparsers.add_parser(
         "prune",
         help="prune a model along a GISP trajectory and write a checkpoint per target",
-        description="Writes OUT/trajectory.json and one loadable checkpoint per target sparsity.",
+        description="Writes OUT/trajectory.json, one loadable checkpoint per target sparsity (OUT/sparsity-<s>/) "
+        "and OUT/report.json. The run's options are the job API's, with the same defaults.",
     )
     prune.add_argument("model", help="hub id (org/name), local model directory, or local .gguf file")
     prune.add_argument("--revision", help="hub revision (branch, tag or commit)")
     prune.add_argument(
-        "--calibration", required=True, help="named set (wikitext2, c4, cmqa, gsm8k, ...) or file"
-    )
-    prune.add_argument("--objective", default="perplexity", choices=[o.value for o in Objective])
-    prune.add_argument(
-        "--sparsities", required=True, help="comma-separated targets in (0,1), e.g. 0.2,0.3,0.5"
+        "--calibration",
+        required=True,
+        help="named set (wikitext2, c4, cmqa, gsm8k, ...) or a text/JSONL file",
     )
     prune.add_argument("--out", required=True, type=Path, help="output directory")
-    prune.add_argument("--method", default="gisp", choices=[m.value for m in Method])
-    prune.add_argument("--steps", type=int, help="iterative steps up to the largest target")
-    prune.add_argument("--schedule", choices=[s.value for s in Schedule])
-    prune.add_argument("--normalization", choices=[n.value for n in Normalization])
-    prune.add_argument(
-        "--score",
-        choices=[s.value for s in Score],
-        help="gisp / gisp-oneshot: taylor, fisher or refit-fisher",
+    add_spec_flags(prune, RunSettings)
+    machine = prune.add_argument_group("this machine (no effect on the result beyond float noise)")
+    machine.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    machine.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    machine.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help="sequences per forward/backward micro-batch",
     )
-    prune.add_argument("--samples", type=int, help="calibration sequences per step")
-    prune.add_argument("--seq-len", type=int, help="tokens per calibration sequence")
-    prune.add_argument("--batch-size", type=int, help="sequences per forward/backward micro-batch")
-    prune.add_argument("--protected-layers", help="comma-separated layer indices never pruned")
-    prune.add_argument(
-        "--bias-compensation",
-        action=argparse.BooleanOptionalAction,
-        help="fold removed structures' mean output into biases (default: on for gisp and gisp-oneshot)",
-    )
-    prune.add_argument(
-        "--reconstruction",
-        action=argparse.BooleanOptionalAction,
-        help="refit each checkpoint's output projections by least squares on calibration tokens (default: on)",
-    )
-    prune.add_argument("--reconstruction-samples", type=int, help="calibration sequences the refit reads")
-    prune.add_argument("--layout", default="nonuniform", choices=[layout.value for layout in Layout])
-    prune.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    prune.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    prune.add_argument("--seed", type=int)
-    prune.add_argument(
+    machine.add_argument(
         "--data-dir", type=Path, help="folder of named calibration sets (default GISP_DATA_DIR)"
     )
-    prune.add_argument("--allow-pickle", action="store_true", help="operator override: accept .bin weights")
-    prune.add_argument(
+    machine.add_argument("--allow-pickle", action="store_true", help="operator override: accept .bin weights")
+    machine.add_argument(
         "--allow-remote-code", action="store_true", help="operator override: run repository code"
     )
     prune.set_defaults(handler=run_prune)
@@ -91,75 +71,35 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     add_model_parsers(subparsers)
 
 
-def settings_from_args(args: argparse.Namespace) -> PruneSettings:
-    """Build PruneSettings from flags, reporting a bad value with the flag's name."""
-    try:
-        sparsities = [float(v) for v in args.sparsities.split(",") if v.strip()]
-    except ValueError:
-        raise UserInputError(f"not a list of numbers: '{args.sparsities}'", field="--sparsities") from None
-    values: dict[str, object] = {"method": args.method, "objective": args.objective, "sparsities": sparsities}
-    flags = (
-        "steps",
-        "schedule",
-        "normalization",
-        "score",
-        "samples",
-        "seq_len",
-        "batch_size",
-        "seed",
-        "bias_compensation",
-        "reconstruction",
-        "reconstruction_samples",
-    )
-    for flag in flags:
-        if getattr(args, flag) is not None:
-            values[flag] = getattr(args, flag)
-    if args.protected_layers:
-        values["protected_layers"] = [int(v) for v in args.protected_layers.split(",") if v.strip()]
-    try:
-        return PruneSettings.model_validate(values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "arguments"
-        raise UserInputError(first["msg"], field=field) from None
+def settings_from_args(args: argparse.Namespace) -> RunSettings:
+    """The run's settings from the flags given, a bad value reported with its flag's name."""
+    settings: RunSettings = parse_spec(RunSettings, spec_values(args, RunSettings))
+    return settings
 
 
 def run_prune(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    from core.data.calibration import load_calibration_items
-    from core.engine.loading import load_model
-    from core.engine.materialize import materialize, settings_for_layout
-    from core.engine.pruner import prune
+    _check_model_reference(args.model)
+    from core.pipeline.inputs import LocalInputs
+    from core.pipeline.run import RunOptions, run_pipeline
+    from core.pipeline.sink import FolderSink
 
-    items = load_calibration_items(
-        args.calibration, settings.objective, data_dir=args.data_dir, seed=settings.seed
-    )
-    loaded = load_model(
-        args.model,
+    inputs = LocalInputs(
+        model=args.model,
+        calibration=args.calibration,
+        objective=settings.objective,
+        seed=settings.seed,
         revision=args.revision,
-        dtype=args.dtype,
         device=args.device,
+        dtype=args.dtype,
+        data_dir=args.data_dir,
         allow_pickle=args.allow_pickle,
         allow_remote_code=args.allow_remote_code,
     )
-    settings = settings_for_layout(settings, loaded.model.config, Layout(args.layout))
-    args.out.mkdir(parents=True, exist_ok=True)
-    trajectory_path = args.out / "trajectory.json"
-
-    def save(_record: object, trajectory: object) -> None:
-        trajectory_path.write_text(trajectory.to_json())  # type: ignore[attr-defined]
-
-    trajectory = prune(loaded, items, settings, on_step=save, progress=True)
-    save(None, trajectory)
-    for sparsity in settings.sparsities:
-        path = materialize(
-            loaded,
-            trajectory,
-            sparsity,
-            args.out / checkpoint_dirname(sparsity),
-            layout=args.layout,
-            calibration=items,
-        )
+    sink = FolderSink(args.out)
+    options = RunOptions(batch_size=args.batch_size, device=args.device, data_dir=args.data_dir)
+    run_pipeline(settings, inputs, sink, options=options, hooks=_progress_bar())
+    for path in sink.checkpoints:
         manifest = json.loads((path / "gisp_manifest.json").read_text())
         print(
             f"{path}: sparsity {manifest['sparsity']:.4f} (decoder parameters), "
@@ -167,6 +107,30 @@ def run_prune(args: argparse.Namespace) -> int:
             f"{manifest['parameters'] / 1e6:.2f}M of {manifest['dense_parameters'] / 1e6:.2f}M parameters"
         )
     return 0
+
+
+def _check_model_reference(reference: str) -> None:
+    """A reference that looks like a path must exist: it is never retried as a hub id."""
+    looks_like_path = (
+        reference.startswith((".", "/", "~")) or reference.endswith(".gguf") or reference.count("/") != 1
+    )
+    if looks_like_path and not Path(reference).expanduser().exists():
+        raise UserInputError(f"no model at '{reference}' (a local folder or .gguf file)", field="model")
+
+
+def _progress_bar() -> Any:
+    from tqdm import tqdm
+
+    from core.pipeline.run import RunHooks
+
+    bar = tqdm(unit="step", file=sys.stderr)
+
+    def on_step(record: Any, _trajectory: Any) -> None:
+        bar.total = record.total_steps
+        bar.set_postfix(loss=f"{record.loss:.4f}", sparsity=f"{record.sparsity:.3f}")
+        bar.update(1)
+
+    return RunHooks(on_step=on_step)
 
 
 def run_materialize(args: argparse.Namespace) -> int:
@@ -196,7 +160,7 @@ def run_materialize(args: argparse.Namespace) -> int:
     if args.calibration:
         from core.data.calibration import load_calibration_items
 
-        run = PruneSettings.model_validate(trajectory.settings)
+        run = trajectory.settings
         items = load_calibration_items(args.calibration, run.objective, data_dir=args.data_dir, seed=run.seed)
     path = materialize(loaded, trajectory, args.sparsity, args.out, layout=args.layout, calibration=items)
     print(path, file=sys.stdout)

@@ -94,6 +94,9 @@ class Job(Base):
     calibration_loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
     reached_sparsities: Mapped[list[float] | None] = mapped_column(JSONType, nullable=True)
+    phase: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    phase_done: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    phase_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)

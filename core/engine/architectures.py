@@ -1,14 +1,8 @@
-"""One small adapter per model family: how its config maps onto prunable structures and onto GispConfig.
-
-Llama, Mistral, Qwen2 and Qwen3 share the decoder shape the engine prunes (q/k/v/o attention with RoPE,
-gated MLP, RMSNorm); they differ only in biases and Qwen3's per-head q/k norms. Anything else is refused
-rather than guessed at.
-"""
+"""How a family's config maps onto prunable structures and onto GispConfig (the family table: ``core.families``)."""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
@@ -17,6 +11,7 @@ from core.engine.modeling.configuration_gisp import GispConfig
 from core.engine.modeling.modeling_gisp import GispForCausalLM, GispRotaryEmbedding
 from core.engine.structures import Geometry
 from core.errors import UnsupportedModelError
+from core.families import Family, family_named
 
 logger = logging.getLogger(__name__)
 
@@ -24,46 +19,8 @@ AutoConfig.register("gisp", GispConfig, exist_ok=True)
 AutoModelForCausalLM.register(GispConfig, GispForCausalLM, exist_ok=True)
 
 
-@dataclass(frozen=True)
-class Family:
-    """Bias and norm layout of one model family's decoder."""
-
-    model_type: str
-    qkv_bias_always: bool = False  # Qwen2: q/k/v always carry a bias, o_proj never
-    o_bias_follows_attention_bias: bool = True
-    qk_norm: bool = False
-
-    def qkv_bias(self, config: PretrainedConfig) -> bool:
-        return self.qkv_bias_always or bool(getattr(config, "attention_bias", False))
-
-    def o_bias(self, config: PretrainedConfig) -> bool:
-        return self.o_bias_follows_attention_bias and bool(getattr(config, "attention_bias", False))
-
-    def mlp_bias(self, config: PretrainedConfig) -> bool:
-        return bool(getattr(config, "mlp_bias", False))
-
-
-FAMILIES: dict[str, Family] = {
-    "llama": Family("llama"),
-    "mistral": Family("mistral"),
-    "qwen2": Family("qwen2", qkv_bias_always=True, o_bias_follows_attention_bias=False),
-    "qwen3": Family("qwen3", qk_norm=True),
-}
-
-
 def family_of(config: PretrainedConfig) -> Family:
-    model_type = getattr(config, "model_type", None)
-    if model_type == "gisp":
-        raise UnsupportedModelError(
-            "this is an already pruned GISP checkpoint; prune its base model instead", field="model"
-        )
-    family = FAMILIES.get(model_type or "")
-    if family is None:
-        supported = ", ".join(sorted(FAMILIES))
-        raise UnsupportedModelError(
-            f"architecture '{model_type}' is not supported; supported families: {supported}", field="model"
-        )
-    return family
+    return family_named(getattr(config, "model_type", None))
 
 
 def geometry_of(config: PretrainedConfig) -> Geometry:

@@ -21,7 +21,8 @@ from torch import nn
 from transformers import AutoModelForCausalLM
 
 from core.data.calibration import CalibrationItem, fingerprint
-from core.engine.architectures import stock_config_for_uniform, to_gisp_model
+from core.engine.architectures import family_of, stock_config_for_uniform, to_gisp_model
+from core.engine.compensation import compensate_checkpoint
 from core.engine.loading import LoadedModel, file_sha256
 from core.engine.modeling.configuration_gisp import GispConfig
 from core.engine.modeling.modeling_gisp import GispForCausalLM
@@ -32,7 +33,7 @@ from core.engine.structures import Kind, LayerState, PruningState, Structure
 from core.engine.trajectory import Trajectory
 from core.engine.versions import library_versions
 from core.errors import UserInputError
-from core.pruning_spec import Layout, Method, PruneSettings
+from core.pruning_spec import Layout
 
 MANIFEST = "gisp_manifest.json"
 MANIFEST_VERSION = 1
@@ -43,7 +44,7 @@ def pruned_model(loaded: LoadedModel, trajectory: Trajectory, state: PruningStat
     model = to_gisp_model(loaded.model)
     slice_model(model, PruningState.dense(trajectory.geometry), state)
     if trajectory.compensation:
-        _compensate(model, loaded.model, trajectory, state)
+        compensate_checkpoint(model, loaded.model, trajectory.compensation, state)
     return model
 
 
@@ -60,7 +61,7 @@ def checkpoint_model(
 
     ``output_biases=False`` (a stock family with no o_proj / down_proj bias) refits the weights alone.
     """
-    if not trajectory.settings.get("reconstruction"):
+    if not trajectory.settings.reconstruction:
         return pruned_model(loaded, trajectory, state)
     batches = reconstruction_batches(loaded, trajectory, calibration)
     model = to_gisp_model(loaded.model)
@@ -82,7 +83,7 @@ def checkpoint_at(
     uniform one before its conversion to the stock class, which computes the same)."""
     if Layout(layout) is Layout.uniform:
         state = stock_uniform_state(loaded, trajectory, sparsity)
-        biases = loaded.model.config.model_type not in NO_STOCK_OUTPUT_BIAS
+        biases = family_of(loaded.model.config).stock_output_biases
         return state, checkpoint_model(loaded, trajectory, state, calibration, output_biases=biases)
     state = trajectory.state_at(sparsity)
     return state, checkpoint_model(loaded, trajectory, state, calibration)
@@ -105,9 +106,15 @@ def reconstruction_batches(
         raise UserInputError(
             "the calibration data differs from the data this trajectory was pruned on", field="calibration"
         )
-    settings = PruneSettings.model_validate(trajectory.settings)
-    draw = settings.model_copy(update={"samples": settings.reconstruction_samples})
-    return CalibrationPool(calibration, loaded.tokenizer, draw).batches(RECONSTRUCTION_DRAW)
+    settings = trajectory.settings
+    pool = CalibrationPool(
+        calibration,
+        loaded.tokenizer,
+        settings,
+        trajectory.batch_size,
+        samples=settings.reconstruction_samples,
+    )
+    return pool.batches(RECONSTRUCTION_DRAW)
 
 
 def materialize(
@@ -123,6 +130,19 @@ def materialize(
 
     ``calibration``: the run's items, needed when it refits its checkpoints (``reconstruction``).
     """
+    return materialize_model(loaded, trajectory, sparsity, out_dir, layout=layout, calibration=calibration)[0]
+
+
+def materialize_model(
+    loaded: LoadedModel,
+    trajectory: Trajectory,
+    sparsity: float,
+    out_dir: str | Path,
+    *,
+    layout: Layout | str = Layout.nonuniform,
+    calibration: Sequence[CalibrationItem] | None = None,
+) -> tuple[Path, nn.Module]:
+    """``materialize``, also returning the model it saved, so its evaluation need not build it again."""
     layout = Layout(layout)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -140,7 +160,7 @@ def materialize(
         p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    return out
+    return out, model
 
 
 def build_manifest(
@@ -164,9 +184,9 @@ def build_manifest(
         "parameters": sum(p.numel() for p in model.parameters()),
         "dense_parameters": trajectory.dense_parameters,
         "layers": state.counts(),
-        "method": settings["method"],
-        "objective": settings["objective"],
-        "settings": settings,
+        "method": settings.method.value,
+        "objective": settings.objective.value,
+        "settings": settings.model_dump(mode="json"),
         "calibration_fingerprint": trajectory.calibration_fingerprint,
         "protected_layers": trajectory.protected_layers,
         "versions": library_versions(),
@@ -255,78 +275,13 @@ def _as_stock_model(loaded: LoadedModel, gisp: GispForCausalLM, state: PruningSt
     return model.eval()
 
 
-# stock classes with no switch for an o_proj / down_proj bias, so no room for compensation biases
-NO_STOCK_OUTPUT_BIAS = frozenset({"qwen2", "mistral"})
-
-
-def settings_for_layout(settings: PruneSettings, config: Any, layout: Layout) -> PruneSettings:
-    """Settings a run can honour in ``layout``, decided before hours of pruning rather than at the end.
-
-    A uniform checkpoint of a family without output biases cannot carry bias compensation: unless the run
-    refits its checkpoints (which then fits weights alone), compensation left at its default is turned off
-    for the run, and an explicit request for it is an error.
-    """
-    fits = layout is not Layout.uniform or config.model_type not in NO_STOCK_OUTPUT_BIAS
-    if fits or settings.reconstruction or not settings.bias_compensation or settings.method is Method.flap:
-        # a refitted checkpoint there fits weights alone, so compensation still serves the run's scoring
-        return settings  # FLAP always compensates: materialising it uniform reports the same error below
-    if "bias_compensation" in settings.model_fields_set:
-        raise UserInputError(
-            f"stock {config.model_type} has no output biases to carry bias compensation in the uniform layout; "
-            "use the nonuniform layout or set bias_compensation to false",
-            field="bias_compensation",
-        )
-    return settings.model_copy(update={"bias_compensation": False})
-
-
 def _enable_stock_biases(config: Any) -> None:
-    """Stock Llama/Mistral/Qwen3 carry an o_proj bias only with attention_bias (q/k/v biases then stay zero)."""
-    if config.model_type == "qwen2":
+    """Stock Llama/Qwen3 carry an o_proj bias only with attention_bias (q/k/v biases then stay zero)."""
+    if not family_of(config).stock_output_biases:
         raise UserInputError(
-            "bias compensation (FLAP, and GISP by default) needs an o_proj bias, which stock Qwen2 lacks; use "
-            "the nonuniform layout, or prune with bias_compensation=false",
-            field="layout",
-        )
-    if config.model_type == "mistral":
-        raise UserInputError(
-            "bias compensation (FLAP, and GISP by default) needs biases, which stock Mistral lacks; use the "
-            "nonuniform layout, or prune with bias_compensation=false",
+            f"bias compensation (FLAP, and GISP by default) needs output biases, which stock {config.model_type} "
+            "lacks; use the nonuniform layout, or prune with bias_compensation=false",
             field="layout",
         )
     config.attention_bias = True
     config.mlp_bias = True
-
-
-@torch.no_grad()
-def _compensate(model: GispForCausalLM, base: nn.Module, trajectory: Trajectory, state: PruningState) -> None:
-    compensate_biases(model, base, trajectory.compensation or {}, state)
-    model.config.o_proj_bias = True
-    model.config.down_proj_bias = True
-
-
-@torch.no_grad()
-def compensate_biases(
-    model: nn.Module, base: nn.Module, means: dict[str, list[float]], state: PruningState
-) -> None:
-    """Set each o_proj / down_proj bias to the base bias plus W_base[:, removed] · mean(removed) (FLAP's form).
-
-    Computed from the base model every time, so the pruning loop (which calls it after every step) and a
-    checkpoint rebuilt from the trajectory get the very same biases.
-    """
-    for index, layer in enumerate(model.model.layers):
-        base_layer = base.model.layers[index]
-        features, channels = state.removed_features(index)
-        _set_bias(layer.self_attn.o_proj, base_layer.self_attn.o_proj, features, means[f"{index}.attn"])
-        _set_bias(layer.mlp.down_proj, base_layer.mlp.down_proj, channels, means[f"{index}.mlp"])
-
-
-def _set_bias(linear: nn.Linear, base: nn.Linear, removed: list[int], means: list[float]) -> None:
-    weight = base.weight
-    bias = torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device)
-    if base.bias is not None:
-        bias += base.bias.detach()
-    if removed:
-        index = torch.tensor(removed, device=weight.device)
-        mean = torch.tensor(means, dtype=torch.float32, device=weight.device)[index]
-        bias += (weight.detach().float()[:, index] @ mean).to(bias.dtype)
-    linear.bias = nn.Parameter(bias, requires_grad=False)

@@ -33,6 +33,9 @@ from core.errors import CalibrationError
 from core.pruning_spec import Objective, PruneSettings
 
 IGNORE = -100
+DEFAULT_BATCH_SIZE = (
+    8  # sequences per forward/backward micro-batch: a memory setting of the machine, not of the run
+)
 
 
 @dataclass(frozen=True)
@@ -69,12 +72,18 @@ class CalibrationPool:
     """
 
     def __init__(
-        self, items: Sequence[CalibrationItem], tokenizer: PreTrainedTokenizerBase, settings: PruneSettings
+        self,
+        items: Sequence[CalibrationItem],
+        tokenizer: PreTrainedTokenizerBase,
+        settings: PruneSettings,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        *,
+        samples: int | None = None,
     ) -> None:
         self.objective = settings.objective
-        self.samples = settings.samples
+        self.samples = settings.samples if samples is None else samples
         self.seq_len = settings.seq_len
-        self.batch_size = settings.batch_size
+        self.batch_size = batch_size
         self.seed = settings.seed
         self.pad_id = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)

@@ -1,38 +1,37 @@
-"""The one pruning loop every method shares: score → rank globally → remove → record → slice.
+"""The one pruning loop every method shares: schedule → for each step: score → select → remove → record.
 
-Methods differ only in how they score (see ``importance``); schedule, eligibility, sparsity accounting and
-the trajectory are the same for all of them, so their results are comparable at equal measured sparsity.
+Methods differ only in how they score (``core.engine.methods``); the schedule, eligibility, global ranking,
+sparsity accounting and the trajectory are the same for all of them, so their results compare at equal
+measured sparsity.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
-import torch
 from tqdm.auto import tqdm
 
 from core.data.calibration import CalibrationItem, fingerprint
-from core.engine import importance
-from core.engine.architectures import geometry_of, to_gisp_model
+from core.engine.architectures import geometry_of
+from core.engine.compensation import BiasCompensation
 from core.engine.loading import LoadedModel
-from core.engine.materialize import compensate_biases
-from core.engine.objectives import CalibrationPool
+from core.engine.methods import Scored, StepInput, scorer_for
+from core.engine.methods.gradients import calibration_loss
+from core.engine.objectives import DEFAULT_BATCH_SIZE, Batch, CalibrationPool
 from core.engine.ranking import ScoreTable, select, survivor_scores
 from core.engine.schedule import protected_layers, step_targets
-from core.engine.slicing import slice_model
 from core.engine.structures import Geometry, PruningState
 from core.engine.trajectory import StepRecord, Trajectory
 from core.engine.versions import library_versions
+from core.engine.views import SLICED, StructureView
 from core.errors import UserInputError
-from core.pruning_spec import Method, PruneSettings, Score
+from core.pruning_spec import PruneSettings
 
 logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[StepRecord, Trajectory], None]
-
 
 ONE_SHOT_LOSS_SEQUENCES = 32
 
@@ -42,227 +41,179 @@ def prune(
     items: Sequence[CalibrationItem],
     settings: PruneSettings,
     *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
     resume: Trajectory | None = None,
-    physical: bool = True,
+    view: StructureView = SLICED,
     progress: bool = False,
 ) -> Trajectory:
     """Run ``settings.method`` to every target sparsity and return the trajectory.
 
-    ``resume`` continues a partial trajectory of the same job: the removed structures are sliced away and
-    the remaining steps draw the same calibration batches, so the result equals an uninterrupted run.
-    ``physical=False`` only masks removed structures (kept for benchmarks that measure what slicing saves).
+    ``resume`` continues a partial trajectory of the same run: the removed structures are sliced away and
+    the remaining steps draw the same calibration batches (and micro-batches), so the result equals an
+    uninterrupted run. ``view`` is how removals show in the working model (sliced away; see ``views``).
     """
-    base = loaded.model
-    geometry = geometry_of(base.config)
-    protected = protected_layers(settings, geometry.num_layers)
-    eligible = [layer for layer in range(geometry.num_layers) if layer not in protected]
-    if not eligible:
-        raise UserInputError("every layer is protected; nothing can be pruned", field="protected_layers")
-    schedule = step_targets(settings)
-    _check_reachable(geometry, eligible, settings.max_sparsity)
-    pool = CalibrationPool(items, loaded.tokenizer, settings)
-    dense_parameters = sum(p.numel() for p in base.parameters())
-    trajectory = resume or Trajectory(
-        geometry=geometry,
-        settings=settings.model_dump(mode="json"),
-        base_model=dict(loaded.identity),
-        calibration_fingerprint=fingerprint(items),
-        dense_parameters=dense_parameters,
-        protected_layers=protected,
-        schedule=schedule,
-        versions=library_versions(),
+    run = PruningRun(
+        loaded, items, settings.engine_settings(), batch_size=batch_size, resume=resume, view=view
     )
-    if resume is not None:
-        _check_resumable(resume, settings, loaded, items, schedule)
-
-    working = to_gisp_model(base, copy=not physical)
-    if settings.method in importance.NEEDS_GRADIENTS and settings.score is Score.taylor:
-        importance.prepare_for_gradients(working)
-    elif settings.method in importance.NEEDS_GRADIENTS:
-        importance.prepare_for_gate_gradients(working)
-    else:
-        working.requires_grad_(False)
-    iterative = settings.method is Method.gisp
-    state = PruningState.dense(geometry)
-    compensation = _Compensation(base, geometry, trajectory, physical) if settings.bias_compensation else None
-    if compensation is not None:
-        compensation.apply(working, state)  # biases exist from the start: the scores read their gradients
-    one_shot: ScoreTable | None = None
-    scoring_seconds = 0.0
-    if not iterative:  # scored once, on the dense model, also when resuming
-        started = time.perf_counter()
-        one_shot, _ = _score(
-            working, state, geometry, settings, pool.batches(0), trajectory, physical, compensation
-        )
-        scoring_seconds = time.perf_counter() - started
-        # each step records the loss of the model it starts from, on a bounded share of the pool: one-shot
-        # methods score on many sequences, and a full pass per step would cost more than the scoring
-        # (weights are normalised over the whole pool, so the share's loss is scaled back to the pool's)
-        loss_batches, loss_scale = _loss_share(pool.batches(0), settings.batch_size)
-    target = trajectory.state_after_steps(len(trajectory.steps))
-    if physical:
-        slice_model(working, state, target)
-    state = target
-    mask = None if physical else _Mask(working, geometry)
-    if mask is not None:
-        mask.apply(state)
-    if compensation is not None:
-        compensation.apply(working, state)
-
-    bar = tqdm(total=len(schedule), initial=len(trajectory.steps), disable=not progress, unit="step")
+    bar = tqdm(total=len(run.schedule), initial=run.done, disable=not progress, unit="step")
     try:
-        for step in range(len(trajectory.steps), len(schedule)):
+        for step in range(run.done, len(run.schedule)):
             if should_stop is not None and should_stop():
                 break
-            started = time.perf_counter()
-            if one_shot is None:
-                ranked, loss = _score(
-                    working, state, geometry, settings, pool.batches(step), trajectory, physical, compensation
-                )
-            else:
-                ranked = one_shot.alive_in(state)
-                loss = importance.calibration_loss(working, loss_batches) * loss_scale
-                started -= scoring_seconds if step == 0 else 0.0
-            new_state, removed, threshold = select(state, ranked, eligible, schedule[step])
-            if physical:
-                slice_model(working, state, new_state)
-            else:
-                mask.apply(new_state)
-            if compensation is not None:
-                compensation.apply(working, new_state)
-            state = new_state
-            decoder_now = state.decoder_params()
-            record = StepRecord(
-                index=step + 1,
-                total_steps=len(schedule),
-                target_sparsity=schedule[step],
-                sparsity=state.sparsity(),
-                structure_ratio=state.structure_ratio(),
-                threshold=threshold,
-                loss=loss,
-                seconds=time.perf_counter() - started,
-                removed=[s.to_list() for s in removed],
-                parameters=dense_parameters - (geometry.dense_decoder_params - decoder_now),
-            )
-            trajectory.steps.append(record)
-            if trajectory.is_complete:
-                trajectory.survivor_scores = survivor_scores(state, ranked)
-            bar.set_postfix(loss=f"{loss:.4f}", sparsity=f"{record.sparsity:.3f}")
+            record = run.step(step)
+            bar.set_postfix(loss=f"{record.loss:.4f}", sparsity=f"{record.sparsity:.3f}")
             bar.update(1)
             if on_step is not None:
-                on_step(record, trajectory)
+                on_step(record, run.trajectory)
     finally:
         bar.close()
-        working.zero_grad(set_to_none=True)
-        base.zero_grad(set_to_none=True)
-    return trajectory
+        run.release()
+    return run.trajectory
 
 
-def _loss_share(batches: list, batch_size: int) -> tuple[list, float]:
+class PruningRun:
+    """One run's working model, calibration draws, scorer and trajectory, advanced a step at a time."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        items: Sequence[CalibrationItem],
+        settings: PruneSettings,
+        *,
+        batch_size: int,
+        resume: Trajectory | None,
+        view: StructureView,
+    ) -> None:
+        self.base, self.settings, self.view = loaded.model, settings, view
+        self.geometry = geometry_of(self.base.config)
+        self.protected = protected_layers(settings, self.geometry.num_layers)
+        self.eligible = [layer for layer in range(self.geometry.num_layers) if layer not in self.protected]
+        if not self.eligible:
+            raise UserInputError("every layer is protected; nothing can be pruned", field="protected_layers")
+        self.schedule = step_targets(settings)
+        _check_reachable(self.geometry, self.eligible, settings.max_sparsity)
+        self.trajectory = resume or self._new_trajectory(loaded, items, batch_size)
+        if resume is not None:
+            _check_resumable(resume, settings, loaded, items, self.schedule)
+        self.pool = CalibrationPool(items, loaded.tokenizer, settings, self.trajectory.batch_size)
+        self.dense_parameters = self.trajectory.dense_parameters
+        self.scorer = scorer_for(settings)
+        self.model = view.working_model(self.base)
+        self.scorer.prepare(self.model)
+        dense = PruningState.dense(self.geometry)
+        self.compensation = (
+            BiasCompensation.for_run(self.base, self.trajectory) if settings.bias_compensation else None
+        )
+        if self.compensation is not None:
+            self.compensation.apply(
+                self.model, dense
+            )  # biases exist from the start: the scores read their gradients
+        self.one_shot: ScoreTable | None = None
+        self.scoring_seconds, self.loss_batches, self.loss_scale = 0.0, list[Batch](), 1.0
+        if not settings.traits.iterative:  # scored once, on the dense model, also when resuming
+            self._score_once(dense)
+        self.state = self.trajectory.state_after_steps(self.done)
+        view.remove(self.model, dense, self.state)
+        if self.compensation is not None:
+            self.compensation.apply(self.model, self.state)
+
+    @property
+    def done(self) -> int:
+        return len(self.trajectory.steps)
+
+    def _new_trajectory(
+        self, loaded: LoadedModel, items: Sequence[CalibrationItem], batch_size: int
+    ) -> Trajectory:
+        return Trajectory(
+            geometry=self.geometry,
+            settings=self.settings,
+            base_model=dict(loaded.identity),
+            calibration_fingerprint=fingerprint(items),
+            dense_parameters=sum(p.numel() for p in self.base.parameters()),
+            protected_layers=self.protected,
+            schedule=self.schedule,
+            versions=library_versions(),
+            batch_size=batch_size,
+        )
+
+    def _score_once(self, dense: PruningState) -> None:
+        """One-shot methods: score the dense model; each step then records the loss on a bounded share of
+        the pool (a full pass per step would cost more than the scoring), scaled back to the pool's."""
+        started = time.perf_counter()
+        batches = self.pool.batches(0)
+        self.one_shot = self._table(self._scored(dense, batches), dense)
+        self.scoring_seconds = time.perf_counter() - started
+        self.loss_batches, self.loss_scale = _loss_share(batches, self.trajectory.batch_size)
+
+    def _scored(self, state: PruningState, batches: list[Batch]) -> Scored:
+        step = StepInput(
+            self.model,
+            state,
+            self.geometry,
+            self.settings,
+            batches,
+            self.protected,
+            self.compensation,
+            self.view,
+        )
+        scored = self.scorer.score(step)
+        if scored.compensation is not None:
+            self.trajectory.compensation = scored.compensation
+        return scored
+
+    def _table(self, scored: Scored, state: PruningState) -> ScoreTable:
+        sliced = self.view.sliced or self.scorer.scores_alive_only
+        return ScoreTable.from_layer_scores(state, scored.scores, self.geometry, sliced)
+
+    def _ranked(self, step: int) -> tuple[ScoreTable, float]:
+        if self.one_shot is None:
+            scored = self._scored(self.state, self.pool.batches(step))
+            return self._table(scored, self.state), scored.loss
+        loss = calibration_loss(self.model, self.loss_batches) * self.loss_scale
+        return self.one_shot.alive_in(self.state), loss
+
+    def step(self, step: int) -> StepRecord:
+        """Score, remove the lowest-ranked eligible structures down to the step's target, record the step."""
+        started = time.perf_counter()
+        ranked, loss = self._ranked(step)
+        if self.one_shot is not None and step == 0:
+            started -= self.scoring_seconds
+        new_state, removed, threshold = select(self.state, ranked, self.eligible, self.schedule[step])
+        self.view.remove(self.model, self.state, new_state)
+        if self.compensation is not None:
+            self.compensation.apply(self.model, new_state)
+        self.state = new_state
+        g = self.geometry
+        record = StepRecord(
+            index=step + 1,
+            total_steps=len(self.schedule),
+            target_sparsity=self.schedule[step],
+            sparsity=new_state.sparsity(),
+            structure_ratio=new_state.structure_ratio(),
+            threshold=threshold,
+            loss=loss,
+            seconds=time.perf_counter() - started,
+            removed=[s.to_list() for s in removed],
+            parameters=self.dense_parameters - (g.dense_decoder_params - new_state.decoder_params()),
+        )
+        self.trajectory.steps.append(record)
+        if self.trajectory.is_complete:
+            self.trajectory.survivor_scores = survivor_scores(new_state, ranked)
+        return record
+
+    def release(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        self.base.zero_grad(set_to_none=True)
+
+
+def _loss_share(batches: list[Batch], batch_size: int) -> tuple[list[Batch], float]:
     """The first ~``ONE_SHOT_LOSS_SEQUENCES`` sequences, and the factor that puts their loss on the pool's scale."""
     share = batches[: max(1, -(-ONE_SHOT_LOSS_SEQUENCES // batch_size))]
     total = sum(float(b.weights.abs().sum()) for b in batches)
     part = sum(float(b.weights.abs().sum()) for b in share)
     return share, (total / part if part > 0 else 1.0)
-
-
-def _score(
-    model: torch.nn.Module,
-    state: PruningState,
-    geometry: Geometry,
-    settings: PruneSettings,
-    batches: list,
-    trajectory: Trajectory,
-    physical: bool,
-    compensation: _Compensation | None = None,
-) -> tuple[ScoreTable, float]:
-    method = settings.method
-    loss = float("nan")
-    if method in importance.NEEDS_GRADIENTS:
-        stats = importance.ActivationStatistics(model) if compensation is not None else None
-        fisher = None
-        if settings.score is Score.refit_fisher:
-            maps = importance.refit_residual_maps(
-                model,
-                batches,
-                geometry,
-                constant=compensation is not None,
-                dead=None if physical else _removed_features(state),
-                skip_layers=trajectory.protected_layers,
-            )
-            fisher = importance.GateFisher(model, maps)
-        elif settings.score is Score.fisher:
-            fisher = importance.GateFisher(model)
-        # only the centred Taylor score reads ḡ_bias; the gate scores centre with their own per-sequence sums
-        with _output_bias_gradients(model, enabled=compensation is not None and fisher is None):
-            try:
-                loss = importance.accumulate_gradients(model, batches, stats)
-            finally:
-                if fisher is not None:
-                    fisher.close()
-            means = None
-            if compensation is not None and stats is not None:
-                compensation.observe(stats, state)
-                means = {key: stats.mean(key) for key in stats.sums}
-            if fisher is not None:
-                scores = fisher.scores(model, geometry, settings.normalization, means, _item_groups(batches))
-            else:
-                scores = importance.taylor_scores(model, geometry, settings.normalization, means)
-    elif method in importance.NEEDS_ACTIVATIONS:
-        stats = importance.ActivationStatistics(model).collect(model, batches)
-        loss = stats.loss
-        if method is Method.flap:
-            scores = importance.flap_scores(model, geometry, stats)
-            trajectory.compensation = {
-                key: [round(v, 7) for v in stats.mean(key).tolist()] for key in stats.sums
-            }
-        else:
-            eligible = [i for i in range(geometry.num_layers) if i not in trajectory.protected_layers]
-            scores = importance.uniform_quantiles(
-                importance.wanda_sp_scores(model, geometry, stats), eligible
-            )
-    elif method is Method.magnitude:
-        loss = importance.calibration_loss(model, batches)
-        scores = importance.magnitude_scores(model, geometry, settings.normalization)
-    else:
-        loss = importance.calibration_loss(model, batches)
-        scores = importance.random_scores(state, settings.seed)
-        physical = True  # random scores are drawn per alive structure already
-    return ScoreTable.from_layer_scores(state, scores, geometry, physical), loss
-
-
-def _item_groups(batches: list) -> torch.Tensor | None:
-    """The calibration item of every sequence, in the order the batches ran (None if a batch lacks them)."""
-    if any(batch.groups is None for batch in batches):
-        return None
-    return torch.cat([batch.groups for batch in batches])
-
-
-def _removed_features(state: PruningState) -> dict[str, list[int]]:
-    """Per output projection, the inputs a masked model still computes but no longer uses."""
-    removed = {}
-    for layer in range(len(state.layers)):
-        removed[f"{layer}.attn"], removed[f"{layer}.mlp"] = state.removed_features(layer)
-    return removed
-
-
-@contextmanager
-def _output_bias_gradients(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
-    """Let o_proj / down_proj biases (present under compensation) collect ḡ_bias for the centred scores."""
-    biases = []
-    if enabled:
-        for layer in model.model.layers:
-            biases += [layer.self_attn.o_proj.bias, layer.mlp.down_proj.bias]
-    for bias in biases:
-        bias.requires_grad_(True)
-    try:
-        yield
-    finally:
-        for bias in biases:
-            bias.requires_grad_(False)
-            bias.grad = None
 
 
 def _check_reachable(geometry: Geometry, eligible: list[int], sparsity: float) -> None:
@@ -286,7 +237,7 @@ def _check_resumable(
     items: Sequence[CalibrationItem],
     schedule: list[float],
 ) -> None:
-    if trajectory.settings != settings.model_dump(mode="json"):
+    if trajectory.settings != settings:
         raise UserInputError("the trajectory to resume was made with other settings", field="resume")
     if trajectory.calibration_fingerprint != fingerprint(items):
         raise UserInputError("the trajectory to resume was calibrated on other data", field="resume")
@@ -295,75 +246,3 @@ def _check_resumable(
     sha = loaded.identity.get("weights_sha256")
     if sha and trajectory.base_model.get("weights_sha256") not in (None, sha):
         raise UserInputError("the trajectory to resume was made on other weights", field="resume")
-
-
-class _Mask:
-    """Zeroes removed structures in a dense model: the slower alternative slicing is measured against."""
-
-    def __init__(self, model: torch.nn.Module, geometry: Geometry) -> None:
-        self.model = model
-        self.geometry = geometry
-
-    @torch.no_grad()
-    def apply(self, state: PruningState) -> None:
-        hd = self.geometry.head_dim
-        for layer, alive in zip(self.model.model.layers, state.layers):
-            attention, mlp = layer.self_attn, layer.mlp
-            dead_heads = sorted(set(range(self.geometry.num_heads)) - set(alive.heads))
-            for h in dead_heads:
-                attention.q_proj.weight[h * hd : (h + 1) * hd] = 0
-                attention.o_proj.weight[:, h * hd : (h + 1) * hd] = 0
-            dead_channels = sorted(set(range(self.geometry.intermediate_size)) - set(alive.channels))
-            if dead_channels:
-                index = torch.tensor(dead_channels)
-                mlp.gate_proj.weight[index] = 0
-                mlp.up_proj.weight[index] = 0
-                mlp.down_proj.weight[:, index] = 0
-
-
-class _Compensation:
-    """Bias compensation through a GISP run: a removed feature's mean input, times its output weights, stays.
-
-    FLAP's closed form, b = W_out[:, removed] · mean(removed), with each mean measured in the gradient pass of
-    the step that removes the feature (on the model it is removed from), not on the dense model. The means
-    live in ``trajectory.compensation`` (one per base-model feature; survivors hold their latest measurement),
-    so ``pruned_model`` rebuilds any point of the trajectory, and a resumed run, with exactly these biases.
-    """
-
-    def __init__(
-        self, base: torch.nn.Module, geometry: Geometry, trajectory: Trajectory, physical: bool
-    ) -> None:
-        self.base = base
-        self.geometry = geometry
-        self.physical = physical
-        if trajectory.compensation is None:
-            trajectory.compensation = {}
-            for layer in range(geometry.num_layers):
-                trajectory.compensation[f"{layer}.attn"] = [0.0] * (geometry.num_heads * geometry.head_dim)
-                trajectory.compensation[f"{layer}.mlp"] = [0.0] * geometry.intermediate_size
-        self.means = trajectory.compensation
-
-    def _head_features(self, heads: Iterable[int]) -> list[int]:
-        hd = self.geometry.head_dim
-        return [h * hd + d for h in heads for d in range(hd)]
-
-    def observe(self, stats: importance.ActivationStatistics, state: PruningState) -> None:
-        """Record this pass's mean input of every alive feature; dead ones keep their removal-time mean."""
-        g = self.geometry
-        for layer, alive in enumerate(state.layers):
-            heads = alive.heads if self.physical else range(g.num_heads)
-            channels = alive.channels if self.physical else range(g.intermediate_size)
-            for key, features, live in (
-                (f"{layer}.attn", self._head_features(heads), set(self._head_features(alive.heads))),
-                (f"{layer}.mlp", list(channels), set(alive.channels)),
-            ):
-                if not live:
-                    continue
-                values = stats.mean(key).tolist()
-                for position, feature in enumerate(features):
-                    if feature in live:
-                        self.means[key][feature] = round(values[position], 7)
-
-    def apply(self, model: torch.nn.Module, state: PruningState) -> None:
-        """Set every o_proj and down_proj bias to the base bias plus its dead features' compensation."""
-        compensate_biases(model, self.base, self.means, state)

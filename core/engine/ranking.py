@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from core.engine.importance import LayerScores
+from core.engine.methods.base import LayerScores
 from core.engine.structures import Geometry, Kind, PruningState, RemovalCosts, Structure
 from core.errors import UserInputError
 

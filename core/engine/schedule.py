@@ -14,8 +14,8 @@ from core.pruning_spec import PruneSettings, Schedule
 
 def step_targets(settings: PruneSettings) -> list[float]:
     top = settings.max_sparsity
-    steps = settings.steps
-    if settings.schedule is Schedule.cosine:
+    steps = settings.step_count
+    if settings.experimental.schedule is Schedule.cosine:
         points = [top * (1 - math.cos(math.pi * t / steps)) / 2 for t in range(1, steps + 1)]
     else:
         points = [top * t / steps for t in range(1, steps + 1)]
@@ -32,8 +32,8 @@ def protected_layers(settings: PruneSettings, num_layers: int) -> list[int]:
                 f"layers {outside} do not exist; this model has {num_layers} layers", field="protected_layers"
             )
         return sorted(set(settings.protected_layers))
-    first = int(num_layers * settings.protected_first_fraction)
+    first = int(num_layers * settings.experimental.protected_first_fraction)
     layers = set(range(first))
-    if settings.protect_last_layer:
+    if settings.experimental.protect_last_layer:
         layers.add(num_layers - 1)
     return sorted(layers)

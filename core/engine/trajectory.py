@@ -13,8 +13,10 @@ from typing import Any
 
 from core.engine.structures import Geometry, Kind, PruningState, RemovalCosts, Structure
 from core.errors import SparsityError
+from core.pruning_spec import PruneSettings
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+EXPERIMENTAL_V1 = ("normalization", "schedule", "protected_first_fraction", "protect_last_layer")
 
 
 @dataclass
@@ -38,7 +40,7 @@ class StepRecord:
 @dataclass
 class Trajectory:
     geometry: Geometry
-    settings: dict[str, Any]
+    settings: PruneSettings
     base_model: dict[str, Any]  # id, revision, weights_sha256, source
     calibration_fingerprint: str
     dense_parameters: int  # whole model, embeddings and LM head included
@@ -49,6 +51,7 @@ class Trajectory:
     survivor_scores: list[dict[str, list[float]]] = field(default_factory=list)
     compensation: dict[str, list[float]] | None = None  # FLAP: mean input per feature, "layer.attn|mlp"
     versions: dict[str, str] = field(default_factory=dict)
+    batch_size: int = 8  # micro-batch of the run: a resume and every refit use it again, for the same sums
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -113,7 +116,9 @@ class Trajectory:
         return order
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["settings"] = self.settings.model_dump(mode="json")
+        return data
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -121,12 +126,29 @@ class Trajectory:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Trajectory:
         data = dict(data)
+        if data.get("schema_version") == 1:
+            data = _upgrade_from_v1(data)
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unknown trajectory schema_version {data.get('schema_version')}")
         data["geometry"] = Geometry(**data["geometry"])
+        data["settings"] = PruneSettings.model_validate(data["settings"])
         data["steps"] = [StepRecord(**step) for step in data["steps"]]
         return cls(**data)
 
     @classmethod
     def from_json(cls, text: str) -> Trajectory:
         return cls.from_dict(json.loads(text))
+
+
+def _upgrade_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 kept the settings flat, with the micro-batch size among them and a score for every method."""
+    settings = dict(data["settings"])
+    data["batch_size"] = settings.pop("batch_size", 8)
+    settings["experimental"] = {name: settings.pop(name) for name in EXPERIMENTAL_V1 if name in settings}
+    if settings.get("method") not in ("gisp", "gisp-oneshot"):
+        settings.pop("score", None)
+        settings.pop("bias_compensation", None)
+        settings.pop("steps", None)
+    if not settings.get("reconstruction", True):
+        settings.pop("reconstruction_samples", None)
+    return {**data, "settings": settings, "schema_version": SCHEMA_VERSION}

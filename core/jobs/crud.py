@@ -23,10 +23,11 @@ from core.jobs.states import (
     EventKind,
     InvalidTransition,
     JobStatus,
+    Phase,
     check_transition,
     sparsity_label,
 )
-from core.schemas.jobs import JobCreate
+from core.schemas.jobs import JobSpec
 
 ACTIVE_STATES = (JobStatus.running.value, JobStatus.cancelling.value)
 
@@ -47,7 +48,7 @@ class LeaseLost(Exception):
 
 
 def create_job(
-    *, session: Session, tenant_id: str, job_in: JobCreate, idempotency_key: str | None
+    *, session: Session, tenant_id: str, job_in: JobSpec, idempotency_key: str | None
 ) -> tuple[Job, bool]:
     """Insert a queued job; with an Idempotency-Key, return the earlier job instead (created=False).
 
@@ -67,6 +68,7 @@ def create_job(
         request_hash=request_hash,
         progress_step=0,
         attempt=0,
+        phase=Phase.queued.value,
     )
     try:
         with session.begin_nested():
@@ -154,6 +156,10 @@ def transition(session: Session, job: Job, target: JobStatus, **data: Any) -> No
     """Move a loaded job to ``target`` (checked against the lifecycle) and log a state event."""
     check_transition(JobStatus(job.status), target)
     job.status = target.value
+    if target is JobStatus.queued:
+        job.phase, job.phase_done, job.phase_total = Phase.queued.value, None, None
+    elif target is JobStatus.succeeded:
+        job.phase = Phase.done.value
     if target.is_terminal:
         job.finished_at = utcnow()
     add_event(session=session, job_id=job.id, kind=EventKind.state, data={"status": target.value, **data})
@@ -243,7 +249,6 @@ class StepUpdate:
     sparsity: float
     loss: float | None
     seconds: float
-    eta_seconds: float | None
     reached_sparsities: list[float]
 
 
@@ -254,7 +259,6 @@ def record_step(*, session: Session, job_id: str, lease: str, step: StepUpdate) 
     job.progress_total = step.total_steps
     job.current_sparsity = step.sparsity
     job.calibration_loss = step.loss
-    job.eta_seconds = step.eta_seconds
     job.reached_sparsities = step.reached_sparsities
     job.heartbeat_at = utcnow()
     add_event(
@@ -272,6 +276,27 @@ def record_step(*, session: Session, job_id: str, lease: str, step: StepUpdate) 
     )
     session.flush()
     return JobStatus(job.status)
+
+
+def record_phase(
+    *,
+    session: Session,
+    job_id: str,
+    lease: str,
+    phase: Phase,
+    done: int,
+    total: int,
+    eta_seconds: float | None,
+) -> None:
+    """The job's phase, its progress within it and the ETA over every phase; an event when a phase begins."""
+    job = _owned(session, job_id, lease)
+    if job.phase != phase.value:
+        add_event(
+            session=session, job_id=job_id, kind=EventKind.phase, data={"phase": phase.value, "total": total}
+        )
+    job.phase, job.phase_done, job.phase_total, job.eta_seconds = phase.value, done, total, eta_seconds
+    job.heartbeat_at = utcnow()
+    session.flush()
 
 
 def current_status(*, session: Session, job_id: str, lease: str) -> JobStatus:

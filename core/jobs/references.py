@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from core.families import FAMILIES, Family
 from core.pruning_spec import Objective
 
 
@@ -20,6 +22,21 @@ def resolve_local_model(models_dir: Path, name: str) -> Path | None:
         if candidate.exists():
             return candidate
     return None
+
+
+def local_model_family(path: Path) -> Family | None:
+    """The family of a local model folder, from its config.json (no weights read); None when unknown here.
+
+    A family this table does not know is left to the worker, whose loader refuses it with its own message.
+    """
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return FAMILIES.get(model_type) if isinstance(model_type, str) else None
 
 
 def named_calibration_sets() -> dict[str, Objective]:

@@ -60,8 +60,23 @@ class CheckpointStatus(str, Enum):
     failed = "failed"
 
 
+class Phase(str, Enum):
+    """What a job is doing now; its progress and ETA cover every phase, not only the pruning steps."""
+
+    queued = "queued"
+    loading = "loading"  # the model and the calibration data
+    pruning = "pruning"
+    building_checkpoints = (
+        "building_checkpoints"  # materialising (and refitting) each target, then uploading it
+    )
+    evaluating = "evaluating"
+    uploading = "uploading"  # the report and its plots
+    done = "done"
+
+
 class EventKind(str, Enum):
     state = "state"  # a status change
+    phase = "phase"  # a new phase began
     step = "step"  # one pruning step's metrics
     checkpoint = "checkpoint"  # a checkpoint became ready or failed
     retry = "retry"  # a transient failure, retried

@@ -1,7 +1,9 @@
 """Job request and response bodies.
 
-``JobCreate`` is what a user submits; :meth:`JobCreate.to_prune_settings` turns it into the engine's own
-``PruneSettings`` so the API refuses exactly what the engine would refuse, naming the same field.
+``JobSpec`` is what a user submits, what the job row stores and what the worker runs: the engine's own
+``PruneSettings`` extended with what only a job has (the model, the calibration source, the layout of its
+target checkpoints, evaluations, metadata). Validating it resolves every engine default, so the stored spec
+is the *effective* run and a job's page shows exactly what ran.
 """
 
 from __future__ import annotations
@@ -14,23 +16,19 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from core.pruning_spec import Layout, Method, Normalization, Objective, PruneSettings, Schedule, Score
+from core.data.tasks import CMQA, CMQA_TASKS
+from core.jobs.states import Phase
+from core.pruning_spec import Layout, PruneSettings
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"
-MODEL_ID_RE = re.compile(rf"^{_NAME}/{_NAME}$")
-REVISION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,99}$")
-SET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-SET_ID_RE = re.compile(r"^cal_[0-9a-f]{32}$")
-EVAL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MODEL_ID_RE = re.compile(rf"{_NAME}/{_NAME}")
+REVISION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}")
+SET_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+SET_ID_RE = re.compile(r"cal_[0-9a-f]{32}")
 LOCAL_PREFIX = "local/"
 
-# Where a PruneSettings field lives in the public request body.
-_PRUNE_FIELD_TO_BODY = {
-    "samples": "calibration.samples",
-    "seq_len": "calibration.seq_len",
-    "batch_size": "calibration.batch_size",
-    "reconstruction_samples": "calibration.reconstruction_samples",
-}
+EVALUATIONS: tuple[str, ...] = ("perplexity", "gsm8k", "efficiency", CMQA, *CMQA_TASKS)
+"""Evaluation names a job may ask for: WikiText-2 test perplexity, GSM8K, speed and size, CMQA tasks."""
 
 
 class SpecError(ValueError):
@@ -48,21 +46,25 @@ class ModelRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(..., examples=["local/tiny-llama", "HuggingFaceTB/SmolLM2-135M"])
-    revision: str | None = None
+    id: str = Field(
+        ...,
+        description="'local/<name>' (a model the operator offers: GET /v1/models) or a hub id 'org/name'",
+        examples=["local/smollm2"],
+    )
+    revision: str | None = Field(None, description="hub branch, tag or commit (hub models only)")
 
     @field_validator("id")
     @classmethod
     def _plain_reference(cls, value: str) -> str:
         # Only two plain name segments: no absolute paths, no '..', no URLs or schemes.
-        if not MODEL_ID_RE.match(value) or ".." in value:
+        if not MODEL_ID_RE.fullmatch(value) or ".." in value:
             raise ValueError("must be a hub id 'org/name' or 'local/<name>' (letters, digits, '.', '_', '-')")
         return value
 
     @field_validator("revision")
     @classmethod
     def _plain_revision(cls, value: str | None) -> str | None:
-        if value is not None and (not REVISION_RE.match(value) or ".." in value):
+        if value is not None and (not REVISION_RE.fullmatch(value) or ".." in value):
             raise ValueError("must be a branch, tag or commit name")
         return value
 
@@ -80,26 +82,28 @@ class CalibrationRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(None, examples=["wikitext2"])
-    set_id: str | None = Field(None, examples=["cal_0123456789abcdef0123456789abcdef"])
-    samples: int | None = Field(None, description="calibration sequences per step (engine default)")
-    seq_len: int | None = Field(None, description="tokens per calibration sequence (engine default)")
-    batch_size: int | None = Field(None, description="sequences per micro-batch (engine default)")
-    reconstruction_samples: int | None = Field(
-        None, description="sequences the checkpoints' least-squares refit reads (engine default)"
+    name: str | None = Field(
+        None,
+        description="a named set (GET /v1/calibration-sets), e.g. wikitext2, c4, cmqa, gsm8k",
+        examples=["wikitext2"],
+    )
+    set_id: str | None = Field(
+        None,
+        description="an uploaded set's id (POST /v1/calibration-sets)",
+        examples=["cal_0123456789abcdef0123456789abcdef"],
     )
 
     @field_validator("name")
     @classmethod
     def _plain_name(cls, value: str | None) -> str | None:
-        if value is not None and not SET_NAME_RE.match(value):
+        if value is not None and not SET_NAME_RE.fullmatch(value):
             raise ValueError("must be a named set such as 'wikitext2' (no paths)")
         return value
 
     @field_validator("set_id")
     @classmethod
     def _set_id_shape(cls, value: str | None) -> str | None:
-        if value is not None and not SET_ID_RE.match(value):
+        if value is not None and not SET_ID_RE.fullmatch(value):
             raise ValueError("must be an id returned by POST /v1/calibration-sets")
         return value
 
@@ -113,48 +117,51 @@ class CalibrationRef(BaseModel):
 MetadataValue = str | int | float | bool | None
 
 
-class JobCreate(BaseModel):
-    """A pruning job as submitted."""
+class RunSettings(PruneSettings):
+    """A run's settings as the command line and a job share them: the engine's, plus what it reports."""
 
     model_config = ConfigDict(extra="forbid")
 
-    model: ModelRef
-    calibration: CalibrationRef
-    objective: Objective = Objective.perplexity
-    method: Method = Method.gisp
-    sparsities: list[float] = Field(..., min_length=1, max_length=64, examples=[[0.2, 0.4]])
-    steps: int | None = Field(None, description="iterative steps up to the largest target (engine default)")
-    layout: Layout = Layout.nonuniform
-    schedule: Schedule | None = Field(None, description="linear or cosine (engine default)")
-    normalization: Normalization | None = Field(None, description="params or reference (engine default)")
-    score: Score | None = Field(
-        None, description="gisp / gisp-oneshot: taylor, fisher or refit-fisher (engine default)"
+    layout: Layout = Field(
+        Layout.nonuniform,
+        description="layout of the target checkpoints: nonuniform (per-layer sizes, as pruned) or uniform "
+        "(equal sizes, a stock config); any checkpoint can also be downloaded in the other layout",
     )
-    protected_layers: list[int] | None = None
-    bias_compensation: bool | None = Field(
-        None, description="fold removed structures' mean output into biases (engine default: on for gisp)"
+    evaluations: list[str] = Field(
+        default_factory=list,
+        max_length=16,
+        description="evaluations of the dense model and every target: " + ", ".join(EVALUATIONS),
+        examples=[["perplexity"]],
     )
-    reconstruction: bool | None = Field(
-        None,
-        description="refit each checkpoint's o_proj / down_proj by least squares on the calibration data "
-        "(engine default: on)",
-    )
-    seed: int = 0
-    evaluations: list[str] = Field(default_factory=list, max_length=16, examples=[["perplexity"]])
-    metadata: dict[str, MetadataValue] = Field(default_factory=dict, max_length=64)
-
-    @field_validator("model", mode="before")
-    @classmethod
-    def _model_as_string(cls, value: Any) -> Any:
-        return {"id": value} if isinstance(value, str) else value
 
     @field_validator("evaluations")
     @classmethod
     def _evaluation_names(cls, values: list[str]) -> list[str]:
         for value in values:
-            if not EVAL_RE.match(value):
-                raise ValueError(f"'{value}' is not an evaluation name")
+            if value not in EVALUATIONS:
+                raise ValueError(f"'{value}' is not an evaluation; known: {', '.join(EVALUATIONS)}")
+        if len(set(values)) != len(values):
+            raise ValueError("each evaluation once")
         return values
+
+
+class JobSpec(RunSettings):
+    """A pruning job: the run's settings plus the model, the calibration source and the client's labels."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ModelRef = Field(..., description="the base model to prune")
+    calibration: CalibrationRef = Field(..., description="the data the scores (and the refit) read")
+    metadata: dict[str, MetadataValue] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="free labels for the client, stored and returned as given",
+    )
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_as_string(cls, value: Any) -> Any:
+        return {"id": value} if isinstance(value, str) else value
 
     @field_validator("metadata")
     @classmethod
@@ -163,50 +170,42 @@ class JobCreate(BaseModel):
             raise ValueError("metadata must stay under 8 KiB of JSON")
         return value
 
-    def to_prune_settings(self) -> PruneSettings:
-        """The engine's settings for this job; errors are re-raised as SpecError naming the body field."""
-        values: dict[str, Any] = {
-            "method": self.method,
-            "objective": self.objective,
-            "sparsities": self.sparsities,
-            "protected_layers": self.protected_layers,
-            "seed": self.seed,
-        }
-        optional = {
-            "steps": self.steps,
-            "schedule": self.schedule,
-            "normalization": self.normalization,
-            "score": self.score,
-            "bias_compensation": self.bias_compensation,
-            "reconstruction": self.reconstruction,
-            "samples": self.calibration.samples,
-            "seq_len": self.calibration.seq_len,
-            "batch_size": self.calibration.batch_size,
-            "reconstruction_samples": self.calibration.reconstruction_samples,
-        }
-        values.update({name: value for name, value in optional.items() if value is not None})  # else engine's
+    @classmethod
+    def parse(cls, body: Any) -> JobSpec:
+        """Validate a request body; the first problem is raised as a SpecError naming its body field."""
         try:
-            return PruneSettings(**values)
+            return cls.model_validate(body)
         except ValidationError as error:
-            first = error.errors()[0]
-            loc = [str(part) for part in first["loc"]]
-            head = _PRUNE_FIELD_TO_BODY.get(loc[0], loc[0]) if loc else "body"
-            field = ".".join([head, *loc[1:]])
-            message = first["msg"].removeprefix("Value error, ")
-            raise SpecError(field, message) from None
+            raise spec_error(error) from None
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical request: what an Idempotency-Key is compared against."""
+        """sha256 of the canonical effective request: what an Idempotency-Key is compared against."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def spec_error(error: ValidationError) -> SpecError:
+    """The first error of a validation, as the dotted body field it concerns and a plain message."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "body"
+    return SpecError(field, first["msg"].removeprefix("Value error, "))
+
+
 class JobProgress(BaseModel):
-    step: int = 0
-    total_steps: int | None = None
-    current_sparsity: float | None = None
-    calibration_loss: float | None = None
-    eta_seconds: float | None = None
+    phase: Phase = Field(Phase.queued, description="what the job is doing now")
+    phase_done: int | None = Field(
+        None, description="units of the phase done: steps, checkpoints, evaluated models"
+    )
+    phase_total: int | None = Field(None, description="units of the phase in all")
+    step: int = Field(0, description="pruning steps done")
+    total_steps: int | None = Field(None, description="pruning steps in all")
+    current_sparsity: float | None = Field(None, description="sparsity reached by the last step")
+    calibration_loss: float | None = Field(
+        None, description="calibration loss of the model the last step scored"
+    )
+    eta_seconds: float | None = Field(
+        None, description="seconds left over every remaining phase; null until they can be estimated"
+    )
 
 
 class JobError(BaseModel):
@@ -233,7 +232,7 @@ class JobPublic(BaseModel):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     attempt: int = 0
-    request: JobCreate
+    request: JobSpec = Field(..., description="the effective run: the request with every default resolved")
     progress: JobProgress
     error: JobError | None = None
     checkpoints: list[CheckpointPublic] = Field(default_factory=list)

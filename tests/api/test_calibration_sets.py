@@ -31,7 +31,9 @@ def test_upload_text_then_use_it(client_factory, tiny_model: str) -> None:
 
     body = {
         "model": tiny_model,
-        "calibration": {"set_id": record["id"], "samples": 2, "seq_len": 16},
+        "calibration": {"set_id": record["id"]},
+        "samples": 2,
+        "seq_len": 16,
         "sparsities": [0.3],
     }
     assert client.post("/v1/jobs", json=body).status_code == 201

@@ -10,7 +10,9 @@ pytestmark = pytest.mark.services
 
 BASE = {
     "model": {"id": "local/tiny"},
-    "calibration": {"name": "wikitext2", "samples": 4, "seq_len": 32},
+    "calibration": {"name": "wikitext2"},
+    "samples": 4,
+    "seq_len": 32,
     "objective": "perplexity",
     "sparsities": [0.2, 0.4],
     "steps": 4,
@@ -54,18 +56,30 @@ CASES = [
     (_with("objective", "bogus"), "objective"),
     (_with("method", "bogus"), "method"),
     (_with("layout", "sideways"), "layout"),
-    (_with("calibration.samples", 0), "calibration.samples"),
-    (_with("calibration.seq_len", 2), "calibration.seq_len"),
-    (_with("calibration.batch_size", 0), "calibration.batch_size"),
-    (_with("calibration.reconstruction_samples", 0), "calibration.reconstruction_samples"),
+    (_with("samples", 0), "samples"),
+    (_with("seq_len", 2), "seq_len"),
+    (_with("batch_size", 4), "batch_size"),  # a worker setting, not a job's
+    (_with("calibration.samples", 4), "calibration.samples"),  # the calibration object names the data only
+    (_with("reconstruction_samples", 0), "reconstruction_samples"),
     (_with("reconstruction", "sometimes"), "reconstruction"),
     (_with("score", "hessian"), "score"),
     (_with("calibration.name", "../../etc/passwd"), "calibration.name"),
     (_with("calibration.set_id", "cal_" + "0" * 32), "calibration"),  # both name and set_id
     (_with("calibration.name", "gsm8k"), "calibration.name"),  # answer set for a perplexity job
     (_with("calibration.name", "pyproject.toml"), "calibration.name"),  # not a set: never a file path
-    (_with("protected_layers", [-1]), "protected_layers"),
+    (_with("protected_layers", [-1]), "protected_layers[0]"),
     (_with("evaluations", ["bad name!"]), "evaluations"),
+    (_with("evaluations", ["perplexity", "no-such-task"]), "evaluations"),
+    (_with("evaluations", ["perplexity", "perplexity"]), "evaluations"),
+    (_with("experimental", {"normalization": "sideways"}), "experimental.normalization"),
+    (_with("normalization", "reference"), "normalization"),  # experimental options live under experimental
+    (_with("steps", _DELETE) | {"method": "wanda-sp", "score": "fisher"}, "score"),
+    (_with("steps", _DELETE) | {"method": "flap", "bias_compensation": True}, "bias_compensation"),
+    (_with("method", "wanda-sp"), "steps"),  # one-shot methods take one step
+    (_with("score", "refit-fisher") | {"reconstruction": False}, "score"),
+    (_with("reconstruction", False) | {"reconstruction_samples": 64}, "reconstruction_samples"),
+    (_with("protected_layers", list(range(2000))), "protected_layers"),
+    (_with("seed", -1), "seed"),
     (_with("metadata", {"blob": "x" * 10000}), "metadata"),
     (_with("surprise", 1), "surprise"),
 ]

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM
 from core.data.calibration import TextItem
 from core.engine.materialize import checkpoint_model, materialize, stock_uniform_state
 from core.engine.pruner import prune
-from core.pruning_spec import Method, PruneSettings
+from core.pruning_spec import METHODS, Method, PruneSettings
 from tests.engine.conftest import CORPUS, build_loaded
 
 ITEMS = [TextItem(text=" ".join(CORPUS))]
@@ -22,17 +22,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def run(family: str = "llama", method: Method = Method.gisp, reconstruction: bool = True, **kwargs):
     loaded = build_loaded(family, **kwargs)
-    settings = PruneSettings(
-        method=method,
-        sparsities=[0.3, 0.5],
-        steps=4,
-        samples=4,
-        seq_len=16,
-        batch_size=2,
-        reconstruction=reconstruction,
-        reconstruction_samples=8,
-    )
-    return loaded, prune(loaded, ITEMS, settings)
+    values = dict(method=method, sparsities=[0.3, 0.5], samples=4, seq_len=16, reconstruction=reconstruction)
+    if METHODS[method].iterative:
+        values["steps"] = 4
+    if reconstruction:
+        values["reconstruction_samples"] = 8
+    settings = PruneSettings(**values)
+    return loaded, prune(loaded, ITEMS, settings, batch_size=2)
 
 
 def generate(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:

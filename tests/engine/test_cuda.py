@@ -32,10 +32,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 def run_on(device: str, dtype: torch.dtype = torch.float32) -> tuple[LoadedModel, Trajectory]:
     tiny = build_loaded("llama", heads=8, kv_heads=2)
     loaded = LoadedModel(tiny.model.to(device=device, dtype=dtype), tiny.tokenizer, tiny.identity)
-    settings = PruneSettings(
-        sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2, reconstruction_samples=8
-    )
-    return loaded, prune(loaded, ITEMS, settings)
+    settings = PruneSettings(sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, reconstruction_samples=8)
+    return loaded, prune(loaded, ITEMS, settings, batch_size=2)
 
 
 @pytest.fixture(scope="module")

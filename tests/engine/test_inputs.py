@@ -127,7 +127,7 @@ def test_margin_objective_is_correct_minus_mean_wrong() -> None:
     item = MultipleChoiceCalibrationItem(
         prompt="The quick brown", choices=[" fox", " dog", " model"], label=0
     )
-    settings = PruneSettings(objective="margin", sparsities=[0.2], samples=1, batch_size=8)
+    settings = PruneSettings(objective="margin", sparsities=[0.2], samples=1)
     pool = CalibrationPool([item], tokenizer, settings)
     (batch,) = pool.batches(0)
     with torch.no_grad():

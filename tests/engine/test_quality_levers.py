@@ -3,6 +3,7 @@ the defaults search measures, each validated and each reducing to the old behavi
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -10,36 +11,49 @@ import torch
 from pydantic import ValidationError
 
 from core.data.calibration import MultipleChoiceCalibrationItem, TextItem
-from core.engine import importance
-from core.engine.architectures import geometry_of, to_gisp_model
+from core.engine.architectures import family_of, geometry_of, to_gisp_model
+from core.engine.masking import MASKED
 from core.engine.materialize import pruned_model
-from core.engine.objectives import CalibrationPool, collate
-from core.engine.pruner import prune
+from core.engine.methods.fisher import GateFisher, _residual_map, refit_residual_maps
+from core.engine.methods.gradients import (
+    accumulate_gradients,
+    calibration_loss,
+    prepare_for_gate_gradients,
+    prepare_for_gradients,
+)
+from core.engine.methods.taylor import taylor_scores
+from core.engine.objectives import CalibrationPool, batch_loss, collate
+from core.engine.pruner import prune as engine_prune
 from core.engine.slicing import slice_model
+from core.engine.statistics import ActivationStatistics, output_projections
 from core.engine.structures import Kind, PruningState, Structure
-from core.pruning_spec import Method, Normalization, Objective, PruneSettings
+from core.pruning_spec import METHODS, Method, Normalization, Objective, PruneSettings, fit_to_layout
 from tests.engine.conftest import CORPUS, build_loaded
 
 ITEMS = [TextItem(text=" ".join(CORPUS))]
+BATCH = 2  # sequences per micro-batch: two per step, so gradients accumulate across batches
+prune = partial(engine_prune, batch_size=BATCH)
 
 
 def settings(**overrides) -> PruneSettings:
-    values = dict(sparsities=[0.2, 0.4], steps=4, samples=4, seq_len=16, batch_size=2)
+    values = dict(sparsities=[0.2, 0.4], samples=4, seq_len=16)
     values.update(overrides)
+    if METHODS[Method(values.get("method", Method.gisp))].iterative:
+        values.setdefault("steps", 4)
     return PruneSettings(**values)
 
 
 def test_activation_statistics_report_the_calibration_loss_of_the_same_pass() -> None:
     loaded = build_loaded()
     model = to_gisp_model(loaded.model)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
-    stats = importance.ActivationStatistics(model).collect(model, batches)
-    expected = importance.calibration_loss(model, batches)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
+    stats = ActivationStatistics(model).collect(model, batches)
+    expected = calibration_loss(model, batches)
     assert torch.isclose(torch.tensor(stats.loss), torch.tensor(expected), rtol=1e-6)
 
 
 def test_the_fisher_score_is_refused_for_methods_without_gradients() -> None:
-    with pytest.raises(ValidationError, match="score applies to gisp and gisp-oneshot"):
+    with pytest.raises(ValidationError, match="score applies to the gradient methods"):
         settings(method=Method.wanda_sp, score="fisher")
     assert settings(method=Method.gisp_oneshot, score="fisher").score.value == "fisher"
 
@@ -57,13 +71,11 @@ def test_compensated_trajectory_rebuilds_the_model_each_step_was_scored_on(metho
     loaded = build_loaded("llama")
     run_settings = settings(method=method, bias_compensation=True, sparsities=[0.2, 0.4])
     trajectory = prune(loaded, ITEMS, run_settings)
-    pool = CalibrationPool(ITEMS, loaded.tokenizer, run_settings)
+    pool = CalibrationPool(ITEMS, loaded.tokenizer, run_settings, BATCH)
     for index in range(1, len(trajectory.steps)):
         model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
         batches = pool.batches(index if method is Method.gisp else 0)
-        assert importance.calibration_loss(model, batches) == pytest.approx(
-            trajectory.steps[index].loss, rel=1e-5
-        )
+        assert calibration_loss(model, batches) == pytest.approx(trajectory.steps[index].loss, rel=1e-5)
     last = pruned_model(loaded, trajectory, trajectory.state_after_steps(len(trajectory.steps)))
     biases = [layer.mlp.down_proj.bias for layer in last.model.layers]
     assert any(b is not None and b.abs().sum() > 0 for b in biases)
@@ -92,7 +104,7 @@ def test_compensation_changes_the_run_and_resumes_exactly() -> None:
 def test_compensated_masking_run_matches_slicing_run() -> None:
     loaded = build_loaded("llama")
     sliced = prune(loaded, ITEMS, settings(bias_compensation=True))
-    masked = prune(loaded, ITEMS, settings(bias_compensation=True), physical=False)
+    masked = prune(loaded, ITEMS, settings(bias_compensation=True), view=MASKED)
     assert [s.removed for s in masked.steps] == [s.removed for s in sliced.steps]
     assert [s.loss for s in masked.steps] == pytest.approx([s.loss for s in sliced.steps], rel=1e-5)
 
@@ -114,9 +126,9 @@ def test_activation_statistics_accept_a_layer_without_heads() -> None:
     for head in list(headless.layers[1].heads):
         headless.remove(Structure(1, Kind.head, head))
     slice_model(model, dense, headless)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
-    stats = importance.ActivationStatistics(model)
-    importance.accumulate_gradients(model, batches, stats)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
+    stats = ActivationStatistics(model)
+    accumulate_gradients(model, batches, stats)
     assert stats.mean("1.attn").numel() == 0
     assert stats.mean("1.mlp").numel() == len(headless.layers[1].channels)
 
@@ -125,7 +137,7 @@ def test_centred_scores_measure_each_feature_by_its_deviation_from_the_mean() ->
     """Under compensation the output side of a score uses Σ_t δ_t (a_t - ā), from per-token hooks here."""
     loaded = build_loaded("llama")
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gradients(model)
+    prepare_for_gradients(model)
     linears = [lin for layer in model.model.layers for lin in (layer.self_attn.o_proj, layer.mlp.down_proj)]
     inputs: dict[int, list[torch.Tensor]] = {id(lin): [] for lin in linears}
     deltas: dict[int, list[torch.Tensor]] = {id(lin): [] for lin in linears}
@@ -135,19 +147,19 @@ def test_centred_scores_measure_each_feature_by_its_deviation_from_the_mean() ->
         linear.register_full_backward_hook(
             lambda m, gi, go: deltas[id(m)].append(go[0].detach().flatten(0, -2))
         )
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
-    stats = importance.ActivationStatistics(model)
-    importance.accumulate_gradients(model, batches, stats)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
+    stats = ActivationStatistics(model)
+    accumulate_gradients(model, batches, stats)
     geometry = geometry_of(loaded.model.config)
     means = {key: stats.mean(key) for key in stats.sums}
-    centred = importance.taylor_scores(model, geometry, settings().normalization, means)
-    plain = importance.taylor_scores(model, geometry, settings().normalization)
+    centred = taylor_scores(model, geometry, settings().experimental.normalization, means)
+    plain = taylor_scores(model, geometry, settings().experimental.normalization)
 
     for linear in linears:  # replace ḡ by the per-token centred sum, then score without means
         a = torch.cat(inputs[id(linear)])
         delta = torch.cat(deltas[id(linear)])
         linear.weight.grad = delta.T @ (a - a.mean(0))
-    expected = importance.taylor_scores(model, geometry, settings().normalization)
+    expected = taylor_scores(model, geometry, settings().experimental.normalization)
     for got, want in zip(centred, expected):
         torch.testing.assert_close(got.heads, want.heads, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(got.channels, want.channels, rtol=1e-4, atol=1e-7)
@@ -158,17 +170,17 @@ def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> 
     from core.engine.pruner import ONE_SHOT_LOSS_SEQUENCES
 
     loaded = build_loaded("llama")
-    run_settings = settings(method=Method.wanda_sp, samples=ONE_SHOT_LOSS_SEQUENCES + 16, batch_size=8)
-    trajectory = prune(loaded, ITEMS, run_settings)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, run_settings).batches(0)
+    run_settings = settings(method=Method.wanda_sp, samples=ONE_SHOT_LOSS_SEQUENCES + 16)
+    trajectory = engine_prune(loaded, ITEMS, run_settings, batch_size=8)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, run_settings, 8).batches(0)
     share = batches[: ONE_SHOT_LOSS_SEQUENCES // 8]
     assert len(share) < len(batches)
     scale = len(batches) / len(share)  # equal weights: the share's loss, put on the whole pool's scale
-    dense_loss = importance.calibration_loss(loaded.model, batches)
+    dense_loss = calibration_loss(loaded.model, batches)
     assert trajectory.steps[0].loss == pytest.approx(dense_loss, rel=0.2)
     for index, step in enumerate(trajectory.steps):
         model = pruned_model(loaded, trajectory, trajectory.state_after_steps(index))
-        assert importance.calibration_loss(model, share) * scale == pytest.approx(step.loss, rel=1e-5)
+        assert calibration_loss(model, share) * scale == pytest.approx(step.loss, rel=1e-5)
 
 
 @pytest.mark.parametrize("family", ["mistral", "qwen2"])
@@ -176,18 +188,20 @@ def test_uniform_runs_of_families_without_output_biases_drop_default_compensatio
     family: str, tmp_path: Path
 ) -> None:
     """Without the refit, a uniform checkpoint of these families could not carry compensation biases."""
-    from core.engine.materialize import materialize, settings_for_layout
+    from core.engine.materialize import materialize
     from core.errors import UserInputError
     from core.pruning_spec import Layout
 
     loaded = build_loaded(family)
     config = loaded.model.config
     no_refit = settings(reconstruction=False)
-    assert settings_for_layout(no_refit, config, Layout.nonuniform).bias_compensation is True
-    fitted = settings_for_layout(no_refit, config, Layout.uniform)
+    assert fit_to_layout(no_refit, family_of(config), Layout.nonuniform).bias_compensation is True
+    fitted = fit_to_layout(no_refit, family_of(config), Layout.uniform)
     assert fitted.bias_compensation is False
     with pytest.raises(UserInputError, match="no output biases") as refused:
-        settings_for_layout(settings(bias_compensation=True, reconstruction=False), config, Layout.uniform)
+        fit_to_layout(
+            settings(bias_compensation=True, reconstruction=False), family_of(config), Layout.uniform
+        )
     assert refused.value.field == "bias_compensation"
 
     compensated = prune(loaded, ITEMS, no_refit)  # compensated, materialised uniform: refused clearly
@@ -208,13 +222,12 @@ def test_refitted_uniform_checkpoints_of_families_without_output_biases_keep_com
     from core.engine.materialize import (
         checkpoint_model,
         materialize,
-        settings_for_layout,
         stock_uniform_state,
     )
     from core.pruning_spec import Layout
 
     loaded = build_loaded(family)
-    run_settings = settings_for_layout(settings(), loaded.model.config, Layout.uniform)
+    run_settings = fit_to_layout(settings(), family_of(loaded.model.config), Layout.uniform)
     assert run_settings.bias_compensation is True and run_settings.reconstruction is True
     trajectory = prune(loaded, ITEMS, run_settings)
     out = materialize(loaded, trajectory, 0.4, tmp_path / "uniform", layout=Layout.uniform, calibration=ITEMS)
@@ -245,10 +258,10 @@ def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it
     """Σ_t x·∂L/∂x per sequence equals ∂L_s/∂m of an explicit gate m on each output-projection input feature."""
     loaded = build_loaded("llama")
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gradients(model)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
-    fisher = importance.GateFisher(model)
-    importance.accumulate_gradients(model, batches)
+    prepare_for_gradients(model)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
+    fisher = GateFisher(model)
+    accumulate_gradients(model, batches)
     fisher.close()
 
     gates = _explicit_gates(model)
@@ -262,7 +275,7 @@ def test_gate_fisher_records_each_sequence_gate_gradient_as_autograd_computes_it
             )
             for gate in gates.values():
                 gate.grad = None
-            importance.batch_loss(model, single).backward()
+            batch_loss(model, single).backward()
             for key, gate in gates.items():
                 recorded = fisher.products[key][number][row]
                 torch.testing.assert_close(recorded, gate.grad, rtol=1e-4, atol=1e-8)
@@ -284,16 +297,16 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
     margin = settings(objective=Objective.margin, samples=len(items), score="fisher")
     loaded = build_loaded("llama")
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gate_gradients(model)
+    prepare_for_gate_gradients(model)
     g = geometry_of(loaded.model.config)
-    pool = CalibrationPool(items, loaded.tokenizer, margin)
+    pool = CalibrationPool(items, loaded.tokenizer, margin, BATCH)
     batches = pool.batches(0)
     batches_of_item = [
         {n for n, b in enumerate(batches) if item in b.groups.tolist()} for item in range(len(items))
     ]
     assert any(len(found) > 1 for found in batches_of_item)  # an item's choices meet across micro-batches
-    fisher = importance.GateFisher(model)
-    importance.accumulate_gradients(model, batches)
+    fisher = GateFisher(model)
+    accumulate_gradients(model, batches)
     fisher.close()
     groups = torch.cat([b.groups for b in batches])
     grouped = fisher.scores(model, g, Normalization.params, groups=groups)
@@ -306,10 +319,10 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
         for gate in gates.values():
             gate.grad = None
         for batch in collate([s for s in sequences if s.group == item], 8, pool.pad_id):
-            importance.batch_loss(model, batch).backward()
+            batch_loss(model, batch).backward()
         for key, gate in gates.items():
             item_gradients[key].append(gate.grad.clone())
-    reference = importance.GateFisher(model).close()
+    reference = GateFisher(model).close()
     reference.products = {key: [torch.stack(values)] for key, values in item_gradients.items()}
     expected = reference.scores(model, g, Normalization.params)
     for got, want in zip(grouped, expected, strict=True):
@@ -323,10 +336,10 @@ def test_margin_fisher_squares_each_item_margin_gradient_not_each_choice() -> No
 def test_text_windows_are_each_their_own_item_so_grouping_changes_nothing() -> None:
     loaded = build_loaded("llama")
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gate_gradients(model)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(score="fisher")).batches(0)
-    fisher = importance.GateFisher(model)
-    importance.accumulate_gradients(model, batches)
+    prepare_for_gate_gradients(model)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(score="fisher"), BATCH).batches(0)
+    fisher = GateFisher(model)
+    accumulate_gradients(model, batches)
     fisher.close()
     g = geometry_of(loaded.model.config)
     groups = torch.cat([b.groups for b in batches])
@@ -361,7 +374,7 @@ def test_residual_map_gives_the_least_squares_residual_of_each_block_on_all_othe
         + 0.5
     )
     a = torch.cat([x, torch.ones(400, 1, dtype=torch.float64)], dim=1)
-    residual_map = importance._residual_map(a.T @ a, 12, 3, damping=0.0)
+    residual_map = _residual_map(a.T @ a, 12, 3, damping=0.0)
     residuals = a @ residual_map
     for block in range(4):
         own = list(range(3 * block, 3 * block + 3))
@@ -374,15 +387,15 @@ def test_refit_fisher_records_the_gate_gradient_of_each_sequence_on_the_regressi
     """∂L_s/∂m for an input x - (1 - m)·r, r = a·Q: the loss change of removing what a refit cannot restore."""
     loaded = build_loaded("llama")
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gradients(model)
+    prepare_for_gradients(model)
     g = geometry_of(loaded.model.config)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
-    maps = importance.refit_residual_maps(model, batches, g, constant=True)
-    fisher = importance.GateFisher(model, maps)
-    importance.accumulate_gradients(model, batches)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
+    maps = refit_residual_maps(model, batches, g, constant=True)
+    fisher = GateFisher(model, maps)
+    accumulate_gradients(model, batches)
     fisher.close()
 
-    projections = dict(importance.output_projections(model))
+    projections = dict(output_projections(model))
     gates = {key: torch.ones(p.in_features, requires_grad=True) for key, p in projections.items()}
 
     def gated(key: str):
@@ -405,7 +418,7 @@ def test_refit_fisher_records_the_gate_gradient_of_each_sequence_on_the_regressi
             )
             for gate in gates.values():
                 gate.grad = None
-            importance.batch_loss(model, single).backward()
+            batch_loss(model, single).backward()
             for key, gate in gates.items():
                 torch.testing.assert_close(fisher.products[key][number][row], gate.grad, rtol=1e-4, atol=1e-7)
 
@@ -418,18 +431,16 @@ def test_refit_fisher_scores_a_channel_the_others_duplicate_near_zero() -> None:
         mlp.gate_proj.weight[7] = mlp.gate_proj.weight[8]
         mlp.up_proj.weight[7] = mlp.up_proj.weight[8]
     model = to_gisp_model(loaded.model)
-    importance.prepare_for_gradients(model)
+    prepare_for_gradients(model)
     g = geometry_of(loaded.model.config)
-    batches = CalibrationPool(
-        ITEMS, loaded.tokenizer, settings(samples=64, seq_len=32, batch_size=16)
-    ).batches(0)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(samples=64, seq_len=32), 16).batches(0)
     scores = {}
     for name, maps in (
         ("fisher", None),
-        ("refit", importance.refit_residual_maps(model, batches, g, constant=False, damping=1e-4)),
+        ("refit", refit_residual_maps(model, batches, g, constant=False, damping=1e-4)),
     ):
-        fisher = importance.GateFisher(model, maps)
-        importance.accumulate_gradients(model, batches)
+        fisher = GateFisher(model, maps)
+        accumulate_gradients(model, batches)
         scores[name] = fisher.close().scores(model, g, Normalization.params)[1].channels
     kept_by_refit = scores["refit"] / scores["fisher"]  # the share of each channel's cost a refit cannot undo
     assert kept_by_refit[7] < 0.05
@@ -440,7 +451,7 @@ def test_refit_fisher_scores_a_channel_the_others_duplicate_near_zero() -> None:
 def test_refit_fisher_prunes_resumes_and_masks_like_every_score() -> None:
     chosen = settings(score="refit-fisher")
     sliced = prune(build_loaded("llama"), ITEMS, chosen)
-    masked = prune(build_loaded("llama"), ITEMS, chosen, physical=False)
+    masked = prune(build_loaded("llama"), ITEMS, chosen, view=MASKED)
     # the same structures each step (within a step, near-equal scores may swap order between the two layouts)
     assert [sorted(map(tuple, s.removed)) for s in sliced.steps] == [
         sorted(map(tuple, s.removed)) for s in masked.steps
@@ -462,13 +473,13 @@ def test_refit_fisher_prunes_resumes_and_masks_like_every_score() -> None:
 
 def test_gate_scores_need_no_weight_gradients_and_record_the_same_products() -> None:
     loaded = build_loaded("llama")
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings()).batches(0)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings(), BATCH).batches(0)
     products = []
-    for prepare in (importance.prepare_for_gradients, importance.prepare_for_gate_gradients):
+    for prepare in (prepare_for_gradients, prepare_for_gate_gradients):
         model = to_gisp_model(loaded.model, copy=True)
         prepare(model)
-        fisher = importance.GateFisher(model)
-        importance.accumulate_gradients(model, batches)
+        fisher = GateFisher(model)
+        accumulate_gradients(model, batches)
         products.append({key: torch.cat(values) for key, values in fisher.close().products.items()})
         weight_gradients = [p.grad for name, p in model.named_parameters() if name.endswith("weight")]
     assert all(gradient is None for gradient in weight_gradients)

@@ -23,11 +23,11 @@ ITEMS = [TextItem(text=" ".join(CORPUS))]
 
 def run(family: str = "llama", **overrides):
     loaded = build_loaded(family)
-    values = dict(
-        sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, batch_size=2, reconstruction_samples=16
-    )
+    values = dict(sparsities=[0.3, 0.5], steps=4, samples=4, seq_len=16, reconstruction_samples=16)
     values.update(overrides)
-    return loaded, prune(loaded, ITEMS, PruneSettings(**values))
+    if not values.get("reconstruction", True):
+        values.pop("reconstruction_samples")
+    return loaded, prune(loaded, ITEMS, PruneSettings(**values), batch_size=2)
 
 
 def o_proj_inputs(model: torch.nn.Module, batches: list) -> torch.Tensor:
@@ -53,8 +53,8 @@ def test_undamped_refit_meets_the_normal_equations() -> None:
     layers = list(dense_state.layers)
     layers[0] = LayerState([0, 1, 3], [0, 1], list(range(60)))  # head 2 and 36 channels of layer 0 removed
     state = PruningState(geometry, layers)
-    settings = PruneSettings(sparsities=[0.5], samples=16, seq_len=16, batch_size=4)
-    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings).batches(0)
+    settings = PruneSettings(sparsities=[0.5], samples=16, seq_len=16)
+    batches = CalibrationPool(ITEMS, loaded.tokenizer, settings, 4).batches(0)
     dense = to_gisp_model(loaded.model)
     model = to_gisp_model(loaded.model)
     slice_model(model, dense_state, state)

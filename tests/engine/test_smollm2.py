@@ -19,6 +19,8 @@ from core.engine.materialize import materialize
 from core.engine.pruner import prune
 from core.pruning_spec import Objective, PruneSettings
 
+pytestmark = pytest.mark.slow
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -41,8 +43,8 @@ def test_gguf_loads_as_a_plain_llama() -> None:
 
 def test_prune_smollm2_and_load_the_checkpoint_with_stock_transformers(smollm2, tmp_path: Path) -> None:
     items = load_calibration_items("wikitext2", Objective.perplexity)
-    settings = PruneSettings(sparsities=[0.2], steps=2, samples=4, seq_len=64, batch_size=4)
-    trajectory = prune(smollm2, items, settings)
+    settings = PruneSettings(sparsities=[0.2], steps=2, samples=4, seq_len=64)
+    trajectory = prune(smollm2, items, settings, batch_size=4)
     assert trajectory.steps[-1].sparsity >= 0.2
     assert trajectory.protected_layers == [0, 1, 2, 29]
     out = materialize(smollm2, trajectory, 0.2, tmp_path / "smol-0.2", calibration=items)

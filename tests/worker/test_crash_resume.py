@@ -24,22 +24,16 @@ def _comparable(trajectory: dict[str, Any]) -> dict[str, Any]:
 
 
 def _uninterrupted(service_settings, body: dict) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    from core.schemas.jobs import JobCreate
+    from core.engine.pruner import prune
+    from core.schemas.jobs import JobSpec
     from worker import engine_runner
 
-    spec = JobCreate.model_validate(body)
+    spec = JobSpec.model_validate(body)
     loaded = engine_runner.load(spec.model, service_settings)
     items = engine_runner.calibration_items(
         spec.calibration.name, spec.objective, service_settings, spec.seed
     )
-    trajectory = engine_runner.run_prune(
-        loaded,
-        items,
-        spec.to_prune_settings(),
-        on_step=lambda *_: None,
-        should_stop=lambda: False,
-        resume=None,
-    )
+    trajectory = prune(loaded, items, spec, batch_size=service_settings.worker_batch_size)
     return json.loads(trajectory.to_json())
 
 
@@ -51,7 +45,9 @@ def test_killed_worker_job_resumes_to_the_same_trajectory(
     client = client_factory("crash")
     body = {
         "model": tiny_model,
-        "calibration": {"name": "wikitext2", "samples": 4, "seq_len": 32, "batch_size": 2},
+        "calibration": {"name": "wikitext2"},
+        "samples": 4,
+        "seq_len": 32,
         "sparsities": [0.2, 0.4],
         "steps": BODY_STEPS,
     }

@@ -42,7 +42,9 @@ def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path)
     assert upload.status_code == 201, upload.text
     body = {
         "model": tiny_model,
-        "calibration": {"set_id": upload.json()["id"], "samples": 4, "seq_len": 32, "batch_size": 4},
+        "calibration": {"set_id": upload.json()["id"]},
+        "samples": 4,
+        "seq_len": 32,
         "sparsities": [0.15, 0.3],
         "steps": 4,
         "layout": "uniform",
@@ -125,7 +127,9 @@ def test_cancel_running_job_keeps_partial_trajectory(worker, client_factory, tin
     client = client_factory("cancel-running")
     body = {
         "model": tiny_model,
-        "calibration": {"name": "wikitext2", "samples": 2, "seq_len": 32},
+        "calibration": {"name": "wikitext2"},
+        "samples": 2,
+        "seq_len": 32,
         "sparsities": [0.4],
         "steps": 30,
     }

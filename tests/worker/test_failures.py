@@ -21,11 +21,9 @@ def _queued_job(service_settings, tenant: str, model: str) -> str:  # type: igno
     from core.db.session import session_scope
     from core.jobs import crud
     from core.jobs.tenants import get_or_create_tenant
-    from core.schemas.jobs import JobCreate
+    from core.schemas.jobs import JobSpec
 
-    spec = JobCreate.model_validate(
-        {"model": model, "calibration": {"name": "wikitext2"}, "sparsities": [0.2]}
-    )
+    spec = JobSpec.model_validate({"model": model, "calibration": {"name": "wikitext2"}, "sparsities": [0.2]})
     with session_scope(service_settings) as session:
         tenant_id = get_or_create_tenant(session=session, name=tenant).id
         job, _ = crud.create_job(session=session, tenant_id=tenant_id, job_in=spec, idempotency_key=None)

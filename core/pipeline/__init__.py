@@ -1,0 +1,1 @@
+"""One run pipeline for the command line and the worker: load → calibrate → prune → checkpoints → report."""

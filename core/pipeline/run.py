@@ -1,0 +1,199 @@
+"""One run, from a job spec to its outputs: load → calibrate → prune → build checkpoints → evaluate → report.
+
+``gisp prune`` and the service's worker both call :func:`run_pipeline`; they differ only in where the model
+and the calibration data come from (:class:`Inputs`) and where the outputs go (``Sink``). Every checkpoint
+is evaluated as it is built, from the model just saved, never rebuilt (and refitted) a second time.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from torch import nn
+
+from core.data.calibration import CalibrationItem
+from core.engine.architectures import family_of
+from core.engine.loading import LoadedModel
+from core.engine.materialize import materialize_model
+from core.engine.objectives import DEFAULT_BATCH_SIZE
+from core.engine.pruner import prune
+from core.engine.trajectory import StepRecord, Trajectory
+from core.jobs.states import Phase
+from core.pipeline.evaluation import Evaluator, loss_plot, trajectory_summary
+from core.pipeline.progress import PhaseProgress, ProgressTracker
+from core.pipeline.sink import Sink
+from core.pruning_spec import Layout, PruneSettings, fit_to_layout
+
+
+class RunSpec(Protocol):
+    """What the pipeline reads of a job: the engine's settings plus the layout and the evaluations."""
+
+    layout: Layout
+    evaluations: list[str]
+
+    def engine_settings(self) -> PruneSettings: ...
+
+
+class Inputs(Protocol):
+    def load_model(self) -> LoadedModel: ...
+
+    def calibration_items(self) -> Sequence[CalibrationItem]: ...
+
+
+@dataclass
+class RunOptions:
+    """How this machine runs a job: none of it changes what the job computes, except within float noise."""
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    device: str = "cpu"
+    data_dir: Path | None = None  # evaluation data
+
+
+@dataclass
+class RunHooks:
+    on_step: Callable[[StepRecord, Trajectory], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_progress: Callable[[PhaseProgress], None] | None = None
+
+
+@dataclass
+class Run:
+    """What a run has loaded, for the phases after pruning (and for on-demand checkpoints)."""
+
+    loaded: LoadedModel
+    items: Sequence[CalibrationItem]
+    sink: Sink
+    tracker: ProgressTracker
+    evaluator: Evaluator
+    checkpoints: list[float] = field(default_factory=list)
+
+
+def run_pipeline(
+    spec: RunSpec,
+    inputs: Inputs,
+    sink: Sink,
+    *,
+    options: RunOptions | None = None,
+    hooks: RunHooks | None = None,
+    resume: Trajectory | None = None,
+) -> Trajectory:
+    """Prune to every target (resuming ``resume``), then build, store and evaluate each target checkpoint.
+
+    Returns the trajectory; an incomplete one means ``should_stop`` stopped the run before its last step.
+    """
+    options, hooks = options or RunOptions(), hooks or RunHooks()
+    settings = spec.engine_settings()
+    tracker = ProgressTracker(
+        units=_units(settings, spec), refit_share=settings.reconstruction_samples / settings.samples
+    )
+    if hooks.on_progress is not None:
+        tracker.report = hooks.on_progress
+    tracker.start(Phase.loading)
+    loaded, items = inputs.load_model(), inputs.calibration_items()
+    settings = fit_to_layout(settings, family_of(loaded.model.config), spec.layout)
+    tracker.unit_done()
+    evaluator = Evaluator(list(spec.evaluations), loaded.tokenizer, options.device, options.data_dir)
+    run = Run(loaded, items, sink, tracker, evaluator)
+    if evaluator.active:  # first, so the ETA knows what an evaluation costs from the start
+        _evaluate(run, 0.0, loaded.model)
+    trajectory = _prune(run, settings, options, hooks, resume)
+    if not trajectory.is_complete:
+        return trajectory
+    for sparsity in settings.sparsities:
+        model = build_checkpoint(run, trajectory, sparsity, spec.layout, is_target=True)
+        _evaluate(run, sparsity, model)
+        del model
+    tracker.start(Phase.uploading)
+    report, files = job_report(trajectory, settings.sparsities, evaluator)
+    sink.save_report(report, files)
+    tracker.unit_done()
+    tracker.start(Phase.done)
+    return trajectory
+
+
+def _units(settings: PruneSettings, spec: RunSpec) -> dict[Phase, int]:
+    targets = len(settings.sparsities)
+    return {
+        Phase.loading: 1,
+        Phase.pruning: len(settings.sparsities)
+        + settings.step_count,  # an upper bound until the schedule is known
+        Phase.building_checkpoints: targets,
+        Phase.evaluating: (1 + targets) if spec.evaluations else 0,
+        Phase.uploading: 1,
+    }
+
+
+def _prune(
+    run: Run, settings: PruneSettings, options: RunOptions, hooks: RunHooks, resume: Trajectory | None
+) -> Trajectory:
+    def on_step(record: StepRecord, trajectory: Trajectory) -> None:
+        run.sink.save_trajectory(trajectory)
+        if hooks.on_step is not None:
+            hooks.on_step(record, trajectory)
+        run.tracker.units[Phase.pruning] = record.total_steps
+        run.tracker.unit_done(record.seconds)
+
+    run.tracker.start(Phase.pruning)
+    run.tracker.done[Phase.pruning] = len(resume.steps) if resume is not None else 0
+    trajectory = prune(
+        run.loaded,
+        run.items,
+        settings,
+        batch_size=options.batch_size,
+        on_step=on_step,
+        should_stop=hooks.should_stop,
+        resume=resume,
+    )
+    run.sink.save_trajectory(trajectory)
+    return trajectory
+
+
+def build_checkpoint(
+    run: Run, trajectory: Trajectory, sparsity: float, layout: Layout, *, is_target: bool
+) -> nn.Module:
+    """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds."""
+    run.tracker.start(Phase.building_checkpoints)
+    with tempfile.TemporaryDirectory(prefix="gisp-ckpt-") as tmp:
+        folder, model = materialize_model(
+            run.loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout=layout, calibration=run.items
+        )
+        run.sink.save_checkpoint(folder, sparsity=sparsity, layout=layout.value, is_target=is_target)
+    run.checkpoints.append(sparsity)
+    run.tracker.unit_done()
+    return model
+
+
+def _evaluate(run: Run, sparsity: float, model: nn.Module) -> None:
+    if not run.evaluator.active:
+        return
+    run.tracker.start(Phase.evaluating)
+    run.evaluator.evaluate(sparsity, model)
+    run.tracker.unit_done()
+
+
+def job_report(
+    trajectory: Trajectory, targets: list[float], evaluator: Evaluator
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The report JSON (trajectory summary, targets, evaluations) and the files it links to."""
+    evaluation, files = evaluator.report(dict(trajectory.base_model))
+    files["loss.png"] = loss_plot(trajectory)
+    report = {
+        "trajectory": trajectory_summary(trajectory),
+        "targets": targets,
+        "evaluation": evaluation,
+        "files": sorted(files),
+    }
+    return report, files
+
+
+def materialize_on_demand(
+    inputs: Inputs, sink: Sink, trajectory: Trajectory, sparsity: float, layout: Layout
+) -> None:
+    """A checkpoint asked for after the run (any sparsity the trajectory reached), built like a target."""
+    loaded, items = inputs.load_model(), inputs.calibration_items()
+    run = Run(loaded, items, sink, ProgressTracker(units={}), Evaluator([], loaded.tokenizer))
+    build_checkpoint(run, trajectory, sparsity, layout, is_target=False)
