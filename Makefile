@@ -20,8 +20,11 @@ demo: setup  ## the main job on the embedded default: SmolLM2-135M, WikiText-2, 
 test: setup  ## the whole test suite against the local PostgreSQL, Redis and a moto S3 server
 	$(PY) -m pytest -q
 
-lint: setup
+lint: setup  ## style, formatting, types and the package layering the README states
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy core api worker
+	$(VENV)/bin/lint-imports
 
 bench-speed: setup
 	$(PY) benchmarks/engine_speed.py

@@ -25,65 +25,85 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GISP_", extra="ignore", case_sensitive=False)
 
-    environment: Environment = "development"
+    environment: Environment = Field(
+        "development", description="`production` refuses SQLite, local storage, default S3 keys, remote code"
+    )
 
     # Persistence and messaging.
-    database_url: str = "sqlite:///./gisp.db"
-    database_pool_size: int = Field(10, ge=1, le=200)
-    database_max_overflow: int = Field(30, ge=0, le=500)
-    broker_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = Field(
+        "sqlite:///./gisp.db", description="SQLAlchemy URL (`postgresql+psycopg://…` in production)"
+    )
+    database_pool_size: int = Field(10, ge=1, le=200, description="connections kept per process")
+    database_max_overflow: int = Field(30, ge=0, le=500, description="extra connections under load")
+    broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker")
     broker_dir: Path = Field(
         Path("./.gisp-broker"), description="message folder when GISP_BROKER_URL is filesystem:// (embedded)"
     )
     task_queue: str = Field("gpu", min_length=1, description="Celery queue the GPU workers consume")
 
     # Object storage: an S3-compatible endpoint, or a local folder for the embedded mode.
-    storage_backend: Literal["s3", "local"] = "s3"
-    storage_dir: Path = Path("./.gisp-storage")
-    s3_endpoint_url: str | None = None
-    s3_region: str = "us-east-1"
-    s3_bucket: str = "gisp"
-    s3_access_key: SecretStr = SecretStr(DEFAULT_S3_KEY)
-    s3_secret_key: SecretStr = SecretStr(DEFAULT_S3_SECRET)
+    storage_backend: Literal["s3", "local"] = Field(
+        "s3", description="`s3`, or `local` (a folder: embedded mode)"
+    )
+    storage_dir: Path = Field(Path("./.gisp-storage"), description="the object store's folder when local")
+    s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); unset: AWS")
+    s3_region: str = Field("us-east-1", description="S3 region")
+    s3_bucket: str = Field("gisp", description="one bucket, a prefix per tenant")
+    s3_access_key: SecretStr = Field(
+        SecretStr(DEFAULT_S3_KEY), description="S3 access key (a development default)"
+    )
+    s3_secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_S3_SECRET), description="S3 secret key (a development default)"
+    )
     s3_create_bucket: bool = Field(False, description="create the bucket on first use (dev and tests)")
-    multipart_threshold_bytes: int = Field(64 * 1024**2, ge=5 * 1024**2)
-    multipart_chunk_bytes: int = Field(64 * 1024**2, ge=5 * 1024**2)
+    multipart_threshold_bytes: int = Field(
+        64 * 1024**2, ge=5 * 1024**2, description="uploads above this go multipart"
+    )
+    multipart_chunk_bytes: int = Field(
+        64 * 1024**2, ge=5 * 1024**2, description="size of each multipart part"
+    )
 
     # Inputs: where models and named calibration sets may be found, and what may be accepted.
-    models_dir: Path = Path("./models")
+    models_dir: Path = Field(
+        Path("./models"), description="the operator's models: jobs name them `local/<name>`"
+    )
     data_dir: Path | None = Field(
         None, description="named calibration/evaluation sets; unset: the engine's default (shared/datasets)"
     )
-    allow_hub_models: bool = False
-    allow_remote_code: bool = False
-    max_upload_bytes: int = Field(50 * 1024**2, ge=1)
-    max_sparsities: int = Field(32, ge=1)
+    allow_hub_models: bool = Field(False, description="operator override: accept hub ids `org/name`")
+    allow_remote_code: bool = Field(False, description="operator override: run a model repository's code")
+    max_upload_bytes: int = Field(50 * 1024**2, ge=1, description="largest calibration upload")
+    max_sparsities: int = Field(32, ge=1, description="most target sparsities per job")
 
     # Worker behaviour.
-    worker_device: str = "cpu"
-    worker_dtype: str = "float32"
+    worker_device: str = Field("cpu", description="e.g. `cuda`, `cuda:1`")
+    worker_dtype: str = Field("float32", description="e.g. `bfloat16` on GPUs")
     worker_batch_size: int = Field(
         8, ge=1, le=1024, description="sequences per forward/backward micro-batch: memory, not results"
     )
-    task_soft_time_limit_s: int = Field(6 * 3600, ge=1)
-    task_time_limit_s: int = Field(6 * 3600 + 300, ge=1)
-    materialize_time_limit_s: int = Field(3600, ge=1)
+    task_soft_time_limit_s: int = Field(
+        6 * 3600, ge=1, description="a job past this fails with time_limit_exceeded"
+    )
+    task_time_limit_s: int = Field(6 * 3600 + 300, ge=1, description="Celery kills the task past this")
+    materialize_time_limit_s: int = Field(3600, ge=1, description="time limit of an on-demand checkpoint")
     max_retries: int = Field(5, ge=0, description="retries of a task after transient storage/db failures")
     max_attempts: int = Field(
         5, ge=1, description="claims of one job (crashes included) before it fails instead of resuming again"
     )
-    retry_backoff_s: float = Field(5.0, ge=0.0)
-    retry_backoff_max_s: float = Field(300.0, ge=0.0)
-    heartbeat_interval_s: float = Field(10.0, gt=0.0)
+    retry_backoff_s: float = Field(5.0, ge=0.0, description="first retry delay, doubled each time")
+    retry_backoff_max_s: float = Field(300.0, ge=0.0, description="longest retry delay")
+    heartbeat_interval_s: float = Field(
+        10.0, gt=0.0, description="how often a running job proves its worker alive"
+    )
     stale_after_s: float = Field(120.0, gt=0.0, description="a running job silent this long is re-queued")
-    reaper_interval_s: float = Field(30.0, gt=0.0)
+    reaper_interval_s: float = Field(30.0, gt=0.0, description="how often stale jobs are looked for")
     debug_step_delay_s: float = Field(
         0.0, ge=0.0, description="pause after each step; development/test only (crash tests)"
     )
 
     # API.
-    page_size_default: int = Field(50, ge=1)
-    page_size_max: int = Field(500, ge=1)
+    page_size_default: int = Field(50, ge=1, description="items per page when a list asks for no limit")
+    page_size_max: int = Field(500, ge=1, description="largest page a list returns")
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

@@ -64,10 +64,10 @@ class StorageSink:
         for name, stored in uploaded:
             self._record("checkpoint_file", stored.key, name, stored.sha256, stored.size, checkpoint_id)
         with session_scope(context.settings) as session:
-            checkpoint = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
-            assert checkpoint is not None
-            checkpoint.total_bytes = sum(stored.size for _, stored in uploaded)
-            crud.set_checkpoint_status(session=session, checkpoint=checkpoint, status=CheckpointStatus.ready)
+            ready = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
+            assert ready is not None
+            ready.total_bytes = sum(stored.size for _, stored in uploaded)
+            crud.set_checkpoint_status(session=session, checkpoint=ready, status=CheckpointStatus.ready)
         logger.info("checkpoint %s of %s ready (%d files)", label, context.job_id, len(uploaded))
 
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None:

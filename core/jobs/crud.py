@@ -10,11 +10,14 @@ import base64
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 from core.db.base import new_id, utcnow
 from core.db.models import Artifact, Checkpoint, Job, JobEvent
@@ -203,7 +206,7 @@ def claim_job(*, session: Session, job_id: str, worker_id: str, stale_after_s: f
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if cast("CursorResult[Any]", result).rowcount != 1:
         return None
     job = session.get(Job, job_id, populate_existing=True)
     assert job is not None
@@ -239,7 +242,7 @@ def heartbeat(*, session: Session, job_id: str, lease: str) -> bool:
         .values(heartbeat_at=now)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1
 
 
 @dataclass(frozen=True)

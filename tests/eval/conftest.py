@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+from tests.utils.tiny import bpe_tokenizer, tiny_model
 
 # tiny models gain nothing from intra-op threads, and several test processes may share the cores
 torch.set_num_threads(1)
@@ -22,38 +23,29 @@ SENTENCES = [
 
 
 def build_tokenizer(vocab_size: int = 600) -> PreTrainedTokenizerFast:
-    """A byte-level BPE (GPT-2 style leading-space merges) with a BOS added to every encoding."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    """A byte-level BPE with a BOS added to every encoding, as Llama tokenizers do."""
+    return bpe_tokenizer(
+        SENTENCES * 3,
         vocab_size=vocab_size,
-        special_tokens=["<s>", "</s>", "<pad>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
+        special_tokens=("<s>", "</s>", "<pad>"),
+        pad_token="<pad>",
+        prepend_bos=True,
     )
-    tok.train_from_iterator(SENTENCES * 3, trainer=trainer)
-    bos = tok.token_to_id("<s>")
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", bos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
 
 
 def build_model(vocab_size: int, seed: int = 0, init: float = 0.3, context: int = 2048) -> LlamaForCausalLM:
     """2 layers, hidden 64, 4 heads (2 KV heads); a large init so options do not tie."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=context,
+    model = tiny_model(
+        layers=2,
+        vocab=vocab_size,
+        intermediate=128,
+        seed=seed,
+        uneven_scales=False,
         initializer_range=init,
-        tie_word_embeddings=False,
+        context=context,
+        special_ids=None,
     )
-    model = LlamaForCausalLM(config)
-    model.eval()
+    assert isinstance(model, LlamaForCausalLM)
     return model
 
 

@@ -1,0 +1,1 @@
+"""Helpers shared by the test packages (tiny models and tokenizers built offline)."""
