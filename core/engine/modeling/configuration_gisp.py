@@ -88,57 +88,21 @@ class GispConfig(PretrainedConfig):
         attention_dropout: float = 0.0,
         **kwargs,
     ):
-        if num_hidden_layers < 0:
-            raise ValueError(f"`num_hidden_layers` must be >= 0, got {num_hidden_layers}")
-        if head_dim <= 0 or head_dim % 2:
-            raise ValueError(f"`head_dim` must be a positive even number (rotary embedding), got {head_dim}")
-
-        num_attention_heads = _per_layer("num_attention_heads", num_attention_heads, num_hidden_layers)
-        num_key_value_heads = _per_layer("num_key_value_heads", num_key_value_heads, num_hidden_layers)
-        intermediate_size = _per_layer("intermediate_size", intermediate_size, num_hidden_layers)
-        if kv_head_of_query is None:
-            kv_head_of_query = [
-                _uniform_kv_groups(layer, heads, kv_heads)
-                for layer, (heads, kv_heads) in enumerate(zip(num_attention_heads, num_key_value_heads))
-            ]
-        kv_head_of_query = [list(groups) for groups in kv_head_of_query]
-        if len(kv_head_of_query) != num_hidden_layers:
-            raise ValueError(
-                f"`kv_head_of_query` must have one entry per layer ({num_hidden_layers}), "
-                f"got {len(kv_head_of_query)}"
-            )
-        for layer, (groups, heads, kv_heads) in enumerate(
-            zip(kv_head_of_query, num_attention_heads, num_key_value_heads)
-        ):
-            if len(groups) != heads:
-                raise ValueError(
-                    f"`kv_head_of_query[{layer}]` must name a key/value head for each of the {heads} query heads, "
-                    f"got {len(groups)}: {groups}"
-                )
-            if any(not isinstance(g, int) or not 0 <= g < kv_heads for g in groups):
-                raise ValueError(
-                    f"`kv_head_of_query[{layer}]` must index the layer's {kv_heads} key/value heads, got {groups}"
-                )
-
-        if rope_parameters is None:
-            rope_parameters = {"rope_type": "default", "rope_theta": kwargs.pop("rope_theta", 10000.0)}
-        rope_parameters = dict(rope_parameters)
-        rope_parameters.setdefault("rope_type", rope_parameters.pop("type", "default"))
-        if "rope_theta" not in rope_parameters:
-            raise ValueError(f"`rope_parameters` must contain `rope_theta`, got {rope_parameters}")
-
+        _check_shape(num_hidden_layers, head_dim)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.num_hidden_layers = num_hidden_layers
         self.head_dim = head_dim
-        self.num_attention_heads = num_attention_heads
-        self.num_key_value_heads = num_key_value_heads
-        self.kv_head_of_query = kv_head_of_query
-        self.intermediate_size = intermediate_size
+        self.num_attention_heads = _per_layer("num_attention_heads", num_attention_heads, num_hidden_layers)
+        self.num_key_value_heads = _per_layer("num_key_value_heads", num_key_value_heads, num_hidden_layers)
+        self.kv_head_of_query = _kv_groups(
+            kv_head_of_query, self.num_attention_heads, self.num_key_value_heads
+        )
+        self.intermediate_size = _per_layer("intermediate_size", intermediate_size, num_hidden_layers)
         self.hidden_act = hidden_act
         self.rms_norm_eps = rms_norm_eps
         self.max_position_embeddings = max_position_embeddings
-        self.rope_parameters = rope_parameters
+        self.rope_parameters = _rope(rope_parameters, kwargs)
         self.attention_bias = attention_bias
         self.o_proj_bias = o_proj_bias
         self.mlp_bias = mlp_bias
@@ -155,6 +119,54 @@ class GispConfig(PretrainedConfig):
             pad_token_id=pad_token_id,
             **kwargs,
         )
+
+
+def _check_shape(num_hidden_layers: int, head_dim: int) -> None:
+    if num_hidden_layers < 0:
+        raise ValueError(f"`num_hidden_layers` must be >= 0, got {num_hidden_layers}")
+    if head_dim <= 0 or head_dim % 2:
+        raise ValueError(f"`head_dim` must be a positive even number (rotary embedding), got {head_dim}")
+
+
+def _kv_groups(
+    kv_head_of_query: list[list[int]] | None, num_attention_heads: list[int], num_key_value_heads: list[int]
+) -> list[list[int]]:
+    """Each layer's key/value head of every query head: checked, or the even split when not given."""
+    if kv_head_of_query is None:
+        return [
+            _uniform_kv_groups(layer, heads, kv_heads)
+            for layer, (heads, kv_heads) in enumerate(zip(num_attention_heads, num_key_value_heads))
+        ]
+    kv_head_of_query = [list(groups) for groups in kv_head_of_query]
+    if len(kv_head_of_query) != len(num_attention_heads):
+        raise ValueError(
+            f"`kv_head_of_query` must have one entry per layer ({len(num_attention_heads)}), "
+            f"got {len(kv_head_of_query)}"
+        )
+    for layer, (groups, heads, kv_heads) in enumerate(
+        zip(kv_head_of_query, num_attention_heads, num_key_value_heads)
+    ):
+        if len(groups) != heads:
+            raise ValueError(
+                f"`kv_head_of_query[{layer}]` must name a key/value head for each of the {heads} query heads, "
+                f"got {len(groups)}: {groups}"
+            )
+        if any(not isinstance(g, int) or not 0 <= g < kv_heads for g in groups):
+            raise ValueError(
+                f"`kv_head_of_query[{layer}]` must index the layer's {kv_heads} key/value heads, got {groups}"
+            )
+    return kv_head_of_query
+
+
+def _rope(rope_parameters: dict | None, kwargs: dict) -> dict:
+    """The rotary embedding's parameters; older configs give ``rope_theta`` (or ``type``) at the top level."""
+    if rope_parameters is None:
+        rope_parameters = {"rope_type": "default", "rope_theta": kwargs.pop("rope_theta", 10000.0)}
+    rope_parameters = dict(rope_parameters)
+    rope_parameters.setdefault("rope_type", rope_parameters.pop("type", "default"))
+    if "rope_theta" not in rope_parameters:
+        raise ValueError(f"`rope_parameters` must contain `rope_theta`, got {rope_parameters}")
+    return rope_parameters
 
 
 def _uniform_kv_groups(layer: int, heads: int, kv_heads: int) -> list[int]:
