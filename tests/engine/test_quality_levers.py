@@ -485,3 +485,23 @@ def test_gate_scores_need_no_weight_gradients_and_record_the_same_products() -> 
     assert all(gradient is None for gradient in weight_gradients)
     for key, expected in products[0].items():
         assert torch.equal(products[1][key], expected)  # the same arithmetic, bit for bit
+
+
+def test_refit_fisher_measures_compensation_means_on_the_scored_pass_alone() -> None:
+    """The residual maps' extra forward pass (padding included) must not leak into the compensation means:
+    on the dense model, one step of each gate score records the same means, those of the real tokens."""
+    items = [
+        MultipleChoiceCalibrationItem(
+            prompt=" ".join(CORPUS[: 1 + i % 3]), choices=[" fox", " a lazy dog"], label=i % 2
+        )
+        for i in range(6)
+    ]
+    runs = {
+        score: prune(
+            build_loaded("llama"),
+            items,
+            settings(objective=Objective.margin, score=score, steps=1, sparsities=[0.2]),
+        )
+        for score in ("fisher", "refit-fisher")
+    }
+    assert runs["fisher"].compensation == runs["refit-fisher"].compensation

@@ -30,8 +30,8 @@ class GateFisherScorer(Scorer):
 
     def score(self, step: StepInput) -> Scored:
         model, compensation = step.model, step.compensation
+        fisher = GateFisher(model, self.residual_maps(step))  # before the statistics: they read one pass only
         stats = ActivationStatistics(model) if compensation is not None else None
-        fisher = GateFisher(model, self.residual_maps(step))
         try:
             loss = accumulate_gradients(model, step.batches, stats)
         finally:
