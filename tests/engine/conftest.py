@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
+from core.data.calibration import TextItem
 from core.engine.loading import LoadedModel
+from core.engine.pruner import prune as engine_prune
+from core.pruning_spec import METHODS, Method, PruneSettings
 from tests.utils.tiny import CORPUS, FAMILIES, bpe_tokenizer, tiny_model
 
-__all__ = ["CORPUS", "FAMILIES", "build_loaded", "build_model", "build_tokenizer"]
+ITEMS = [TextItem(text=" ".join(CORPUS))]
+
+__all__ = [
+    "BATCH",
+    "CORPUS",
+    "FAMILIES",
+    "ITEMS",
+    "build_loaded",
+    "build_model",
+    "build_tokenizer",
+    "prune",
+    "settings",
+]
+
+BATCH = 2  # sequences per micro-batch: two per step, so gradients accumulate across batches
+prune = partial(engine_prune, batch_size=BATCH)
+
+
+def settings(**overrides: Any) -> PruneSettings:
+    """A small run (4 samples of 16 tokens, 4 steps for iterative methods) with ``overrides``."""
+    values: dict[str, Any] = dict(sparsities=[0.2, 0.4], samples=4, seq_len=16)
+    values.update(overrides)
+    if METHODS[Method(values.get("method", Method.gisp))].iterative:
+        values.setdefault("steps", 4)
+    return PruneSettings(**values)
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import itertools
-from functools import partial
 
 import pytest
 import torch
 
-from core.data.calibration import TextItem
 from core.engine.architectures import geometry_of
 from core.engine.masking import MASKED
 from core.engine.materialize import pruned_model
-from core.engine.pruner import prune as engine_prune
 from core.engine.structures import Kind, PruningState
-from core.pruning_spec import METHODS, Method, PruneSettings
-from tests.engine.conftest import CORPUS, build_loaded
-
-ITEMS = [TextItem(text=" ".join(CORPUS))]
-BATCH = 2  # sequences per micro-batch: two per step, so gradients accumulate across batches
-prune = partial(engine_prune, batch_size=BATCH)
-
-
-def settings(**overrides) -> PruneSettings:
-    values = dict(sparsities=[0.2, 0.4], samples=4, seq_len=16)
-    values.update(overrides)
-    if METHODS[Method(values.get("method", Method.gisp))].iterative:
-        values.setdefault("steps", 4)
-    return PruneSettings(**values)
+from core.pruning_spec import Method
+from tests.engine.conftest import ITEMS, build_loaded, prune, settings
 
 
 def masked_copy(model: torch.nn.Module, state: PruningState) -> torch.nn.Module:

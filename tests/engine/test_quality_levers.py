@@ -3,14 +3,13 @@ the defaults search measures, each validated and each reducing to the old behavi
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
-from core.data.calibration import MultipleChoiceCalibrationItem, TextItem
+from core.data.calibration import MultipleChoiceCalibrationItem
 from core.engine.architectures import family_of, geometry_of, to_gisp_model
 from core.engine.masking import MASKED
 from core.engine.materialize import pruned_model
@@ -27,20 +26,8 @@ from core.engine.pruner import prune as engine_prune
 from core.engine.slicing import slice_model
 from core.engine.statistics import ActivationStatistics, output_projections
 from core.engine.structures import Kind, PruningState, Structure
-from core.pruning_spec import METHODS, Method, Normalization, Objective, PruneSettings, fit_to_layout
-from tests.engine.conftest import CORPUS, build_loaded
-
-ITEMS = [TextItem(text=" ".join(CORPUS))]
-BATCH = 2  # sequences per micro-batch: two per step, so gradients accumulate across batches
-prune = partial(engine_prune, batch_size=BATCH)
-
-
-def settings(**overrides) -> PruneSettings:
-    values = dict(sparsities=[0.2, 0.4], samples=4, seq_len=16)
-    values.update(overrides)
-    if METHODS[Method(values.get("method", Method.gisp))].iterative:
-        values.setdefault("steps", 4)
-    return PruneSettings(**values)
+from core.pruning_spec import Method, Normalization, Objective, fit_to_layout
+from tests.engine.conftest import BATCH, CORPUS, ITEMS, build_loaded, prune, settings
 
 
 def test_activation_statistics_report_the_calibration_loss_of_the_same_pass() -> None:
