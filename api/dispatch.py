@@ -1,23 +1,33 @@
-"""Sending work to the workers: by task name only, so the API never imports the worker's task code."""
+"""Sending work to the workers through ``worker.outbox`` (the row is committed first; the reaper re-sends
+what a broker outage left waiting), so the API never imports the worker's task code."""
 
 from __future__ import annotations
 
 from api.errors import APIError
 from core.settings import Settings
-from worker.celery_app import MATERIALIZE_TASK, RUN_JOB_TASK, get_celery_app
+from worker.outbox import BrokerUnavailable, send_checkpoint, send_job
+
+RETRY_AFTER_S = 5
 
 
-def _send(settings: Settings, name: str, args: list[str]) -> None:
-    app = get_celery_app(settings)
-    try:
-        app.send_task(name, args=args, queue=settings.task_queue)
-    except Exception as error:  # kombu raises many types when the broker is down
-        raise APIError(503, "broker_unavailable", "the job queue is unreachable; try again") from error
+def _unavailable(what: str) -> APIError:
+    return APIError(
+        503,
+        "broker_unavailable",
+        f"the job queue is unreachable; {what} is stored and will be sent when it answers, or retry",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
 
 
 def enqueue_job(settings: Settings, job_id: str) -> None:
-    _send(settings, RUN_JOB_TASK, [job_id])
+    try:
+        send_job(settings, job_id)
+    except BrokerUnavailable:
+        raise _unavailable(f"job {job_id}") from None
 
 
-def enqueue_materialize(settings: Settings, job_id: str, label: str) -> None:
-    _send(settings, MATERIALIZE_TASK, [job_id, label])
+def enqueue_materialize(settings: Settings, job_id: str, label: str, checkpoint_id: str) -> None:
+    try:
+        send_checkpoint(settings, job_id, label, checkpoint_id)
+    except BrokerUnavailable:
+        raise _unavailable(f"the request for checkpoint {label}") from None

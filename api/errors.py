@@ -7,7 +7,11 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,9 @@ def _field_of(loc: tuple[object, ...] | list[object]) -> str | None:
     return path
 
 
+RETRY_LATER = {"Retry-After": "5"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
@@ -100,6 +107,28 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
+
+    # An outage of a dependency is a 503 with Retry-After, answered like any handled error: the response is
+    # sent normally and the keep-alive connection stays open (unhandled errors go to Starlette's last-resort
+    # middleware, which closes it).
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(DisconnectionError)
+    @app.exception_handler(PoolTimeoutError)
+    async def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning(
+            "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
+        return error_response(
+            503, "database_unavailable", "the job database is unreachable; try again", None, RETRY_LATER
+        )
+
+    @app.exception_handler(StorageError)
+    async def _storage_down(request: Request, exc: Exception) -> JSONResponse:
+        logger.warning("storage unavailable on %s %s", request.method, request.url.path)
+        return error_response(
+            503, "storage_unavailable", "object storage is unreachable; try again", None, RETRY_LATER
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

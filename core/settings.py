@@ -86,9 +86,18 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1, description="Celery kills the task past this")
     materialize_time_limit_s: int = Field(3600, ge=1, description="time limit of an on-demand checkpoint")
-    max_retries: int = Field(5, ge=0, description="retries of a task after transient storage/db failures")
-    max_attempts: int = Field(
-        5, ge=1, description="claims of one job (crashes included) before it fails instead of resuming again"
+    max_crashes: int = Field(
+        4, ge=0, description="times a job's worker may die (killed, out of memory) before the job fails"
+    )
+    transient_deadline_s: float = Field(
+        3600.0,
+        gt=0.0,
+        description="how long a job or checkpoint waits out a storage, database or broker outage before failing",
+    )
+    requeue_after_s: float = Field(
+        300.0,
+        gt=0.0,
+        description="a queued job or pending checkpoint whose message is older than this is sent again",
     )
     retry_backoff_s: float = Field(5.0, ge=0.0, description="first retry delay, doubled each time")
     retry_backoff_max_s: float = Field(300.0, ge=0.0, description="longest retry delay")

@@ -186,7 +186,8 @@ def service_env(database_url: str, s3_endpoint: str, service_dirs: dict[str, Pat
         "GISP_STALE_AFTER_S": "4",
         "GISP_REAPER_INTERVAL_S": "1",
         "GISP_RETRY_BACKOFF_S": "0.5",
-        "GISP_MAX_RETRIES": "3",
+        "GISP_TRANSIENT_DEADLINE_S": "60",
+        "GISP_REQUEUE_AFTER_S": "3",
         "GISP_MULTIPART_THRESHOLD_BYTES": str(5 * 1024 * 1024),
         "GISP_MULTIPART_CHUNK_BYTES": str(5 * 1024 * 1024),
     }

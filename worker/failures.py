@@ -46,5 +46,14 @@ def classify(error: BaseException) -> Failure:
     if isinstance(error, SoftTimeLimitExceeded):
         return Failure("fail", "time_limit_exceeded", "the work ran past the worker's time limit")
     if isinstance(error, TRANSIENT_ERRORS):
-        return Failure("retry", "transient_failure", f"{type(error).__name__}: {error}")
+        return Failure("retry", _outage_code(error), f"{type(error).__name__}: {error}")
     return Failure("fail", "internal_error", f"the worker failed ({type(error).__name__})")
+
+
+def _outage_code(error: BaseException) -> str:
+    """What was unavailable, as the code a job fails with once its outage outlasts the deadline."""
+    if isinstance(error, StorageError):
+        return "storage_unavailable"
+    if isinstance(error, OperationalError | InterfaceError | DisconnectionError):
+        return "database_unavailable"
+    return "service_unavailable"

@@ -20,7 +20,7 @@ from core.settings import Settings
 from core.storage import get_storage
 from worker import engine_runner
 from worker.context import JobContext
-from worker.failures import classify
+from worker.failures import TRANSIENT_ERRORS, Failure, classify
 from worker.heartbeat import Heartbeat
 from worker.inputs import JobInputs
 from worker.sink import StorageSink, load_trajectory
@@ -29,7 +29,12 @@ logger = logging.getLogger(__name__)
 
 
 class TransientFailure(Exception):
-    """Raised to the task so Celery retries it with backoff."""
+    """Raised to the task so Celery retries it with backoff; carries the cause and the lease still held."""
+
+    def __init__(self, failure: Failure, lease: str | None) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+        self.lease = lease
 
 
 @dataclass
@@ -38,22 +43,26 @@ class Outcome:
 
 
 class JobRun:
-    def __init__(self, settings: Settings, job_id: str, worker_id: str) -> None:
+    def __init__(self, settings: Settings, job_id: str, worker_id: str, reclaim: str | None = None) -> None:
         self.settings = settings
         self.job_id = job_id
         self.worker_id = worker_id
+        self.reclaim = reclaim  # the lease of this task's previous try, if it could not give the job back
         self.heartbeat: Heartbeat | None = None
         self.cancel_seen = False
 
     def execute(self) -> Outcome:
-        claimed = self._claim()
+        try:
+            claimed = self._claim()
+        except TRANSIENT_ERRORS as error:  # the database is down: the task's own retry claims it later
+            raise TransientFailure(classify(error), self.reclaim) from error
         if claimed is None:
             return Outcome("skipped")
-        self.context, self.spec, attempt = claimed
-        logger.info("job %s claimed (attempt %d)", self.job_id, attempt)
-        if attempt > self.settings.max_attempts:
+        self.context, self.spec, crashes = claimed
+        logger.info("job %s claimed (%d crashes so far)", self.job_id, crashes)
+        if crashes > self.settings.max_crashes:
             # A job that keeps killing its worker (out of memory, a crashing kernel) must not loop forever.
-            message = f"the job's worker died {attempt - 1} times; it was not resumed again"
+            message = f"the job's worker died {crashes} times; it was not resumed again"
             return self._finish(JobStatus.failed, "worker_lost_repeatedly", message, None)
         self.heartbeat = Heartbeat(self.settings, self.job_id, self._lease())
         self.heartbeat.start()
@@ -78,7 +87,7 @@ class JobRun:
                 logger.info("job %s not claimable (%s); skipping", self.job_id, job and job.status)
                 return None
             context = JobContext(self.settings, get_storage(self.settings), job.tenant_id, self.job_id, lease)
-            return context, JobSpec.model_validate(job.spec), job.attempt
+            return context, JobSpec.model_validate(job.spec), job.crashes
 
     def _handle(self, error: Exception) -> Outcome:
         failure = classify(error)
@@ -87,8 +96,8 @@ class JobRun:
             return Outcome("superseded")
         if failure.action == "retry":
             logger.warning("job %s hit a transient failure: %s", self.job_id, failure.message)
-            self._release(f"transient failure: {failure.message}")
-            raise TransientFailure(failure.message) from error
+            released = self._release(f"transient failure: {failure.message}")
+            raise TransientFailure(failure, None if released else self._lease()) from error
         if failure.code == "internal_error":
             logger.error("job %s failed unexpectedly", self.job_id, exc_info=error)
         return self._finish(JobStatus.failed, failure.code, failure.message, failure.field)

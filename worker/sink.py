@@ -1,4 +1,9 @@
-"""The worker's sink: a job's outputs go to object storage, each object's sha256 into the database."""
+"""The worker's sink: a job's outputs go to object storage, and the rows pointing at them into the database.
+
+Every object is written under a key holding the writer's token (``<job>/…/<lease or claim>/…``), and the
+row that points at it is written only while that token still holds (``core.jobs.fencing``): a worker that
+lost the job can upload bytes, never replace what its successor wrote.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from core.db.session import session_scope
-from core.jobs import crud
+from core.jobs import crud, fencing
 from core.jobs.states import CheckpointStatus
-from core.storage import checkpoint_prefix, report_key, trajectory_key
+from core.storage import job_prefix
 from worker.context import JobContext
 
 logger = logging.getLogger(__name__)
@@ -21,74 +26,87 @@ class StorageSink:
 
     def __init__(self, context: JobContext) -> None:
         self.context = context
+        self.prefix = job_prefix(context.tenant_id, context.job_id)
 
-    def _record(
-        self, kind: str, key: str, name: str, sha256: str, size: int, checkpoint_id: str | None = None
-    ) -> None:
+    def _point(self, kind: str, name: str, stored: Any, checkpoint_id: str | None = None) -> None:
         with session_scope(self.context.settings) as session:
-            crud.record_artifact(
+            fencing.record_artifact(
                 session=session,
-                job_id=self.context.job_id,
+                fence=self.context.fence,
                 kind=kind,
-                key=key,
                 name=name,
-                sha256=sha256,
-                size_bytes=size,
+                key=stored.key,
+                sha256=stored.sha256,
+                size_bytes=stored.size,
                 checkpoint_id=checkpoint_id,
             )
 
     def save_trajectory(self, trajectory: Any) -> None:
-        key = trajectory_key(self.context.tenant_id, self.context.job_id)
+        key = f"{self.prefix}/trajectory/{self.context.fence.token}.json"
         stored = self.context.storage.put_bytes(
             key, trajectory.to_json().encode(), content_type="application/json"
         )
-        self._record("trajectory", key, "trajectory.json", stored.sha256, stored.size)
+        self._point("trajectory", "trajectory.json", stored)
 
     def save_checkpoint(self, folder: Path, *, sparsity: float, layout: str, is_target: bool) -> None:
-        """Upload a checkpoint's files (multipart when large) and mark it ready; a half upload is rewritten."""
+        """Upload a checkpoint's files (multipart when large), point its rows at them, mark it ready."""
         context = self.context
         with session_scope(context.settings) as session:
             checkpoint, _ = crud.ensure_checkpoint(
                 session=session, job_id=context.job_id, sparsity=sparsity, layout=layout, is_target=is_target
             )
             checkpoint.is_target = checkpoint.is_target or is_target
-            crud.set_checkpoint_status(
-                session=session, checkpoint=checkpoint, status=CheckpointStatus.materializing
-            )
+            if checkpoint.status != CheckpointStatus.materializing.value:
+                fencing.set_checkpoint_status(
+                    session=session,
+                    fence=context.fence,
+                    checkpoint=checkpoint,
+                    status=CheckpointStatus.materializing,
+                )
             checkpoint_id, label = checkpoint.id, checkpoint.label
-        prefix = checkpoint_prefix(context.tenant_id, context.job_id, label)
+        prefix = f"{self.prefix}/checkpoints/{label}/{context.fence.token}"
         uploaded = []
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             name = path.relative_to(folder).as_posix()
             uploaded.append((name, context.storage.put_file(f"{prefix}/{name}", path)))
-        for name, stored in uploaded:
-            self._record("checkpoint_file", stored.key, name, stored.sha256, stored.size, checkpoint_id)
         with session_scope(context.settings) as session:
+            for name, stored in uploaded:
+                fencing.record_artifact(
+                    session=session,
+                    fence=context.fence,
+                    kind="checkpoint_file",
+                    name=name,
+                    key=stored.key,
+                    sha256=stored.sha256,
+                    size_bytes=stored.size,
+                    checkpoint_id=checkpoint_id,
+                )
             ready = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
             assert ready is not None
             ready.total_bytes = sum(stored.size for _, stored in uploaded)
-            crud.set_checkpoint_status(session=session, checkpoint=ready, status=CheckpointStatus.ready)
+            fencing.set_checkpoint_status(
+                session=session, fence=context.fence, checkpoint=ready, status=CheckpointStatus.ready
+            )
         logger.info("checkpoint %s of %s ready (%d files)", label, context.job_id, len(uploaded))
 
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None:
         context = self.context
+        prefix = f"{self.prefix}/report/{context.fence.token}"
         for name, data in files.items():
-            key = report_key(context.tenant_id, context.job_id, f"report/{name}")
-            stored = context.storage.put_bytes(key, data)
-            self._record("plot", key, name, stored.sha256, stored.size)
-        key = report_key(context.tenant_id, context.job_id)
-        stored = context.storage.put_bytes(
-            key, json.dumps(report, indent=1).encode(), content_type="application/json"
-        )
-        self._record("report", key, "report.json", stored.sha256, stored.size)
+            self._point("plot", name, context.storage.put_bytes(f"{prefix}/{name}", data))
+        encoded = json.dumps(report, indent=1).encode()
+        self._point("report", "report.json", context.storage.put_bytes(f"{prefix}/report.json", encoded))
 
 
 def load_trajectory(context: JobContext) -> Any | None:
-    """The job's stored trajectory (to resume, or to materialise from), or None before its first step."""
+    """The job's current trajectory (to resume, or to materialise from), or None before its first step."""
     from worker import engine_runner
 
-    key = trajectory_key(context.tenant_id, context.job_id)
-    if not context.storage.exists(key):
+    with session_scope(context.settings) as session:
+        key = fencing.artifact_key(
+            session=session, job_id=context.job_id, kind="trajectory", name="trajectory.json"
+        )
+    if key is None:
         return None
     return engine_runner.trajectory_from_json(context.storage.get_bytes(key).decode("utf-8"))
 
@@ -100,13 +118,19 @@ def checkpoint_is_ready(context: JobContext, sparsity: float) -> bool:
 
 
 def fail_checkpoint(context: JobContext, sparsity: float, code: str, message: str) -> None:
+    """Mark the checkpoint failed, if this work still holds it (a successor's outcome wins otherwise)."""
     with session_scope(context.settings) as session:
         checkpoint = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
-        if checkpoint is not None:
-            crud.set_checkpoint_status(
+        if checkpoint is None:
+            return
+        try:
+            fencing.set_checkpoint_status(
                 session=session,
+                fence=context.fence,
                 checkpoint=checkpoint,
                 status=CheckpointStatus.failed,
                 error_code=code,
                 error_message=message,
             )
+        except crud.LeaseLost:
+            logger.info("checkpoint %s of %s belongs to another worker now", checkpoint.label, context.job_id)

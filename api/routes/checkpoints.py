@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -14,9 +13,8 @@ from api.errors import APIError
 from api.routes.jobs import ERRORS, load_job
 from api.serializers import checkpoint_public
 from api.tar_stream import Member, TarStream
-from core.db.base import utcnow
 from core.db.models import Artifact, Job
-from core.jobs import crud
+from core.jobs import crud, fencing
 from core.jobs.states import CheckpointStatus, JobStatus
 from core.schemas.errors import ErrorBody
 from core.schemas.jobs import (
@@ -27,7 +25,7 @@ from core.schemas.jobs import (
     JobSpec,
     SparsityRange,
 )
-from core.storage import ObjectNotFound, StorageError, report_key
+from core.storage import ObjectNotFound, StorageError
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
 
@@ -102,13 +100,14 @@ def download_checkpoint(
                 field="sparsity",
             )
         layout = JobSpec.model_validate(job.spec).layout.value
-        checkpoint, created = crud.ensure_checkpoint(
+        checkpoint, _ = crud.ensure_checkpoint(
             session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False
         )
         session.commit()
-        if created:
-            enqueue_materialize(settings, job.id, checkpoint.label)
     state = CheckpointStatus(checkpoint.status)
+    if state is CheckpointStatus.pending and checkpoint.enqueued_at is None:
+        # never handed to the queue (new, or the broker was down): send it; a 503 leaves it to the reaper
+        enqueue_materialize(settings, job.id, checkpoint.label, checkpoint.id)
     if state is CheckpointStatus.failed:
         raise APIError(
             409,
@@ -117,12 +116,6 @@ def download_checkpoint(
             field="sparsity",
         )
     if state is not CheckpointStatus.ready:
-        # A materialisation whose worker died is asked for again once it has outlived its time limit.
-        overdue = utcnow() - timedelta(seconds=settings.materialize_time_limit_s + 60)
-        if not checkpoint.is_target and checkpoint.updated_at < overdue:
-            checkpoint.updated_at = utcnow()
-            session.commit()
-            enqueue_materialize(settings, job.id, checkpoint.label)
         pending = CheckpointPending(sparsity=checkpoint.sparsity, label=checkpoint.label, status=state.value)
         return JSONResponse(
             status_code=status.HTTP_202_ACCEPTED,
@@ -198,7 +191,10 @@ def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: Cu
     """The job's report: the trajectory's summary plus the evaluations asked for (written when it finishes)."""
     job = load_job(session, tenant.id, job_id)
     try:
-        data = storage.get_bytes(report_key(job.tenant_id, job.id))
+        key = fencing.artifact_key(session=session, job_id=job.id, kind="report", name="report.json")
+        if key is None:
+            raise ObjectNotFound("report.json")
+        data = storage.get_bytes(key)
     except ObjectNotFound:
         detail = (
             "the report is written when the job succeeds"
@@ -221,7 +217,10 @@ def get_report_file(
     job = load_job(session, tenant.id, job_id)
     media = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json", "csv": "text/csv"}
     try:
-        data = storage.get_bytes(report_key(job.tenant_id, job.id, f"report/{name}"))
+        key = fencing.artifact_key(session=session, job_id=job.id, kind="plot", name=name)
+        if key is None:
+            raise ObjectNotFound(name)
+        data = storage.get_bytes(key)
     except ObjectNotFound:
         raise APIError(404, "not_found", "report file not found") from None
     except StorageError:

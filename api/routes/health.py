@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -37,15 +41,27 @@ def _check_storage(settings: Settings) -> None:
     get_storage(settings).check()
 
 
+READY_TIMEOUT_S = 2.0
+_CHECKS = ThreadPoolExecutor(max_workers=6, thread_name_prefix="readyz")
+
+
 @router.get("/readyz")
 def readyz(settings: SettingsDep) -> JSONResponse:
-    """Database, broker and storage all answer; 503 names the ones that do not."""
+    """Database, broker and storage all answer within 2 s (checked at once); 503 names the ones that do not.
+
+    A dependency that hangs (an S3 endpoint that accepts connections and never answers) costs the probe
+    its timeout, not the probe's caller theirs.
+    """
     checks = {"database": _check_database, "broker": _check_broker, "storage": _check_storage}
+    futures = {name: _CHECKS.submit(check, settings) for name, check in checks.items()}
+    deadline = time.monotonic() + READY_TIMEOUT_S
     results: dict[str, str] = {}
-    for name, check in checks.items():
+    for name, future in futures.items():
         try:
-            check(settings)
+            future.result(timeout=max(0.0, deadline - time.monotonic()))
             results[name] = "ok"
+        except FuturesTimeout:
+            results[name] = f"unavailable: no answer within {READY_TIMEOUT_S:g} s"
         except Exception as error:
             results[name] = f"unavailable: {type(error).__name__}"
     ready = all(value == "ok" for value in results.values())
@@ -57,6 +73,7 @@ def readyz(settings: SettingsDep) -> JSONResponse:
             "error": {"code": "not_ready", "message": "a dependency is unavailable", "field": None},
             "checks": results,
         },
+        headers={"Retry-After": "5"},
     )
 
 

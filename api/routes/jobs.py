@@ -74,16 +74,11 @@ def create_job(
     if not created:
         response.status_code = status.HTTP_200_OK
         response.headers["Idempotent-Replayed"] = "true"
+        if job.status == JobStatus.queued.value and job.enqueued_at is None:
+            enqueue_job(settings, job.id)  # the first try could not reach the queue: this one sends it
         return job_public(job)
-    try:
-        enqueue_job(settings, job.id)
-    except APIError:
-        crud.fail_queued_job(
-            session=session, job=job, code="broker_unavailable", message="the job could not be queued"
-        )
-        session.commit()
-        raise
     response.headers["Location"] = f"/v1/jobs/{job.id}"
+    enqueue_job(settings, job.id)  # a 503 leaves the job queued: a replay or the reaper sends it later
     return job_public(job)
 
 

@@ -67,6 +67,7 @@ class Job(Base):
         UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idempotency_key"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         Index("ix_jobs_status_heartbeat", "status", "heartbeat_at"),
+        Index("ix_jobs_status_enqueued", "status", "enqueued_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -86,7 +87,13 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     worker_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
     lease: Mapped[str | None] = mapped_column(String(40), nullable=True)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # claims, whatever ended the previous one
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims after a lost worker
+    transient_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    transient_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # When the run message was last handed to the broker; None: never (the broker was down). The reaper
+    # re-sends a queued job whose message is older than GISP_REQUEUE_AFTER_S (claims are idempotent).
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     progress_step: Mapped[int] = mapped_column(Integer, default=0)
     progress_total: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -133,6 +140,10 @@ class Checkpoint(Base):
     layout: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="pending")
     total_bytes: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The materialising worker's token: its writes count only while it holds the claim.
+    claim: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -146,6 +157,7 @@ class Artifact(Base):
     """An object written to storage, with the sha256 a download can be checked against."""
 
     __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_job_kind_name", "job_id", "kind", "name"),)
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)

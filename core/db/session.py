@@ -36,6 +36,8 @@ def _create(settings: Settings) -> Engine:
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
         pool_pre_ping=True,
+        pool_timeout=10,  # a request waits this long for a pooled connection, then answers 503
+        connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import CursorResult
 
 from core.db.base import new_id, utcnow
-from core.db.models import Artifact, Checkpoint, Job, JobEvent
+from core.db.models import Checkpoint, Job, JobEvent
 from core.jobs.states import (
     CheckpointStatus,
     EventKind,
@@ -179,29 +179,31 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     return job
 
 
-def claim_job(*, session: Session, job_id: str, worker_id: str, stale_after_s: float) -> str | None:
+def claim_job(
+    *, session: Session, job_id: str, worker_id: str, stale_after_s: float, reclaim: str | None = None
+) -> str | None:
     """Take a queued job, or a running one whose worker went silent; returns the new lease or None.
 
-    One conditional UPDATE, so of two deliveries of the same job only one wins.
+    One conditional UPDATE, so of two deliveries of the same job only one wins. Taking over a silent worker's
+    job counts a crash (as the reaper's re-queue does); claiming a queued job does not. ``reclaim``: the
+    lease of this task's previous try, which could not release the job (the database was down): the retry
+    takes its own job back at once, without waiting for it to look dead.
     """
     lease = uuid.uuid4().hex
     now = utcnow()
     stale_before = now - timedelta(seconds=stale_after_s)
+    taken_over = and_(Job.status == JobStatus.running.value, Job.heartbeat_at < stale_before)
+    own = and_(Job.status == JobStatus.running.value, Job.lease == reclaim) if reclaim else taken_over
     result = session.execute(
         update(Job)
-        .where(
-            Job.id == job_id,
-            or_(
-                Job.status == JobStatus.queued.value,
-                and_(Job.status == JobStatus.running.value, Job.heartbeat_at < stale_before),
-            ),
-        )
+        .where(Job.id == job_id, or_(Job.status == JobStatus.queued.value, taken_over, own))
         .values(
             status=JobStatus.running.value,
             lease=lease,
             worker_id=worker_id,
             heartbeat_at=now,
             attempt=Job.attempt + 1,
+            crashes=Job.crashes + case((taken_over & (Job.lease != (reclaim or "")), 1), else_=0),
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -264,6 +266,7 @@ def record_step(*, session: Session, job_id: str, lease: str, step: StepUpdate) 
     job.calibration_loss = step.loss
     job.reached_sparsities = step.reached_sparsities
     job.heartbeat_at = utcnow()
+    job.transient_since = None  # progress: an outage, if there was one, is over
     add_event(
         session=session,
         job_id=job_id,
@@ -299,6 +302,7 @@ def record_phase(
         )
     job.phase, job.phase_done, job.phase_total, job.eta_seconds = phase.value, done, total, eta_seconds
     job.heartbeat_at = utcnow()
+    job.transient_since = None
     session.flush()
 
 
@@ -332,12 +336,19 @@ def finish_job(
 
 
 def release_job(*, session: Session, job_id: str, lease: str, reason: str) -> None:
-    """Give a job back to the queue after a transient failure (a retry will claim it again)."""
+    """Give a job back to the queue after a transient failure (the task's retry will claim it again).
+
+    Counted as a transient retry, never as a crash; ``transient_since`` keeps the start of the outage so
+    the retries stop at GISP_TRANSIENT_DEADLINE_S and the job fails with its true cause.
+    """
     job = _owned(session, job_id, lease)
     if JobStatus(job.status) is JobStatus.cancelling:
         transition(session, job, JobStatus.cancelled, reason=reason)
     else:
         transition(session, job, JobStatus.queued, reason=reason)
+    job.transient_retries += 1
+    job.transient_since = job.transient_since or utcnow()
+    job.enqueued_at = utcnow()  # the task's own retry is the live message
     job.lease = None
     job.heartbeat_at = None
     session.flush()
@@ -350,7 +361,7 @@ def fail_queued_job(*, session: Session, job: Job, code: str, message: str, fiel
 
 
 def reap_stale_jobs(*, session: Session, stale_after_s: float) -> list[str]:
-    """Re-queue running jobs whose worker stopped heart-beating; returns their ids (to be enqueued again).
+    """Re-queue running jobs whose worker stopped heart-beating (a crash); returns their ids, to re-send.
 
     A stale ``cancelling`` job is simply cancelled: nobody is left to stop.
     """
@@ -368,10 +379,57 @@ def reap_stale_jobs(*, session: Session, stale_after_s: float) -> list[str]:
             transition(session, job, JobStatus.cancelled, reason="worker lost while cancelling")
         else:
             transition(session, job, JobStatus.queued, reason="worker lost; resuming from the last step")
+            job.crashes += 1
+            job.enqueued_at = None  # its message went with the worker
             requeued.append(job.id)
         job.lease = None
     session.flush()
     return requeued
+
+
+# --- the outbox: a queued job or pending checkpoint and its broker message agree ---
+
+
+def mark_job_enqueued(*, session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(enqueued_at=utcnow()))
+
+
+def mark_checkpoint_enqueued(*, session: Session, checkpoint_id: str) -> None:
+    session.execute(update(Checkpoint).where(Checkpoint.id == checkpoint_id).values(enqueued_at=utcnow()))
+
+
+def jobs_to_send(*, session: Session, older_than_s: float) -> list[str]:
+    """Queued jobs never handed to the broker, or handed over so long ago that the message may be lost.
+
+    Sending one again is safe: a claim is a conditional update, so a duplicate message finds nothing to do.
+    """
+    before = utcnow() - timedelta(seconds=older_than_s)
+    query = select(Job.id).where(
+        Job.status == JobStatus.queued.value, or_(Job.enqueued_at.is_(None), Job.enqueued_at < before)
+    )
+    return list(session.scalars(query.order_by(Job.created_at).limit(500)))
+
+
+def checkpoints_to_send(
+    *, session: Session, older_than_s: float, stale_claim_s: float
+) -> list[tuple[str, str, str]]:
+    """(job id, label, id) of on-demand checkpoints whose message may be lost or whose worker died."""
+    now = utcnow()
+    waiting = and_(
+        Checkpoint.status == CheckpointStatus.pending.value,
+        or_(Checkpoint.enqueued_at.is_(None), Checkpoint.enqueued_at < now - timedelta(seconds=older_than_s)),
+    )
+    abandoned = and_(
+        Checkpoint.status == CheckpointStatus.materializing.value,
+        Checkpoint.claim.is_not(None),
+        Checkpoint.claimed_at < now - timedelta(seconds=stale_claim_s),
+    )
+    query = select(Checkpoint.job_id, Checkpoint.label, Checkpoint.id).where(
+        Checkpoint.is_target.is_(False), or_(waiting, abandoned)
+    )
+    return [
+        (job_id, label, checkpoint_id) for job_id, label, checkpoint_id in session.execute(query.limit(500))
+    ]
 
 
 # --- checkpoints and artifacts ---
@@ -409,47 +467,6 @@ def ensure_checkpoint(
             raise
         return existing, False
     return checkpoint, True
-
-
-def set_checkpoint_status(
-    *,
-    session: Session,
-    checkpoint: Checkpoint,
-    status: CheckpointStatus,
-    error_code: str | None = None,
-    error_message: str | None = None,
-) -> None:
-    checkpoint.status = status.value
-    checkpoint.error_code, checkpoint.error_message = error_code, error_message
-    if status in (CheckpointStatus.ready, CheckpointStatus.failed):
-        add_event(
-            session=session,
-            job_id=checkpoint.job_id,
-            kind=EventKind.checkpoint,
-            data={"sparsity": checkpoint.sparsity, "status": status.value, "error": error_code},
-        )
-    session.flush()
-
-
-def record_artifact(
-    *,
-    session: Session,
-    job_id: str,
-    kind: str,
-    key: str,
-    name: str,
-    sha256: str,
-    size_bytes: int,
-    checkpoint_id: str | None = None,
-) -> Artifact:
-    """Insert or update (same key written again, e.g. the trajectory at every step)."""
-    artifact = session.scalar(select(Artifact).where(Artifact.key == key))
-    if artifact is None:
-        artifact = Artifact(job_id=job_id, key=key, kind=kind, name=name, checkpoint_id=checkpoint_id)
-        session.add(artifact)
-    artifact.sha256, artifact.size_bytes = sha256, size_bytes
-    session.flush()
-    return artifact
 
 
 __all__ = [

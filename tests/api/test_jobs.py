@@ -202,24 +202,42 @@ def test_health_readiness_metrics(client_factory) -> None:
     assert "gisp_jobs{" in metrics
 
 
-def test_broker_down_answers_503_and_fails_the_job(service_settings, make_key, tiny_model: str) -> None:
+def test_broker_down_answers_503_keeps_the_job_queued_and_a_replay_sends_it(
+    service_settings, make_key, tiny_model: str
+) -> None:
+    """The job row is committed before its message is sent: a 503 leaves it queued (never failed), and a
+    retry with the same Idempotency-Key returns it and sends it once the broker answers."""
     from fastapi.testclient import TestClient
 
     from api.main import create_app
     from tests.conftest import free_port
 
+    key = make_key("no-broker")
     down = service_settings.model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
-    client = TestClient(create_app(down), headers={"Authorization": f"Bearer {make_key('no-broker')}"})
+    client = TestClient(create_app(down), headers={"Authorization": f"Bearer {key}"})
     body = {"model": tiny_model, "calibration": {"name": "wikitext2"}, "sparsities": [0.2]}
-    answer = client.post("/v1/jobs", json=body)
-    assert answer.status_code == 503
+    answer = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "retry-me"})
+    assert answer.status_code == 503 and answer.headers["retry-after"]
     assert answer.json()["error"]["code"] == "broker_unavailable"
     (job,) = client.get("/v1/jobs").json()["data"]
-    assert job["status"] == "failed"
-    assert job["error"]["code"] == "broker_unavailable"
+    assert job["status"] == "queued" and job["error"] is None
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["checks"]["broker"].startswith("unavailable")
+
+    up = TestClient(create_app(service_settings), headers={"Authorization": f"Bearer {key}"})
+    replay = up.post("/v1/jobs", json=body, headers={"Idempotency-Key": "retry-me"})
+    assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["id"] == job["id"] and replay.json()["status"] == "queued"
+    assert _enqueued_at(service_settings, job["id"]) is not None  # the replay handed it to the broker
+
+
+def _enqueued_at(service_settings, job_id: str):  # type: ignore[no-untyped-def]
+    from core.db.models import Job
+    from core.db.session import session_scope
+
+    with session_scope(service_settings) as session:
+        return session.get(Job, job_id).enqueued_at
 
 
 def test_bias_compensation_is_refused_where_the_method_cannot_use_it(client_factory, body: dict) -> None:

@@ -106,6 +106,18 @@ def _purge_queues(queue: str) -> None:
     connection.close()
 
 
+def _cancel_queued_jobs(service_env: dict[str, str]) -> None:
+    from sqlalchemy import update
+
+    from core.db.models import Job
+    from core.db.session import session_scope
+    from core.settings import Settings
+
+    settings = Settings(**{key.removeprefix("GISP_").lower(): value for key, value in service_env.items()})
+    with session_scope(settings) as session:
+        session.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))
+
+
 @pytest.fixture(scope="session")
 def named_sets(service_dirs: dict[str, Path]) -> None:
     """Stand-in WikiText-2 files: validation for the named calibration set, test for perplexity reports."""
@@ -124,8 +136,10 @@ def named_sets(service_dirs: dict[str, Path]) -> None:
 def worker_process(
     service_env: dict[str, str], tiny_model: str, named_sets: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    # Messages left by the API tests (nobody consumed them) must not reach this worker.
+    # Messages left by the API tests (nobody consumed them) must not reach this worker, nor the jobs they
+    # submitted: the reaper sends every queued job again, so those are cancelled first.
     _purge_queues(service_env["GISP_TASK_QUEUE"])
+    _cancel_queued_jobs(service_env)
     env = {**service_env, "GISP_DEBUG_STEP_DELAY_S": STEP_DELAY_S}
     worker = WorkerProcess(env, tmp_path_factory.mktemp("worker"))
     try:
@@ -156,3 +170,17 @@ def wait_for_job(client, job_id: str, condition, timeout: float = 120):  # type:
     except TimeoutError:
         job = client.get(f"/v1/jobs/{job_id}").json()
         raise AssertionError(f"job did not get there in {time.monotonic() - started:.0f}s: {job}") from None
+
+
+def stored_trajectory(service_settings, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+    """The job's trajectory as readers find it: through the row that points at the current object."""
+    import json
+
+    from core.db.session import session_scope
+    from core.jobs.fencing import artifact_key
+    from core.storage import get_storage
+
+    with session_scope(service_settings) as session:
+        key = artifact_key(session=session, job_id=job_id, kind="trajectory", name="trajectory.json")
+    assert key is not None, "no trajectory stored"
+    return json.loads(get_storage(service_settings).get_bytes(key))

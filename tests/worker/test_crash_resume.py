@@ -40,7 +40,7 @@ def _uninterrupted(service_settings, body: dict) -> dict[str, Any]:  # type: ign
 def test_killed_worker_job_resumes_to_the_same_trajectory(
     worker, client_factory, tiny_model: str, service_settings
 ) -> None:
-    from core.storage import get_storage, trajectory_key
+    from tests.worker.conftest import stored_trajectory
 
     client = client_factory("crash")
     body = {
@@ -72,19 +72,10 @@ def test_killed_worker_job_resumes_to_the_same_trajectory(
     assert second == list(range(second[0], BODY_STEPS + 1))
     assert at_kill["progress"]["step"] < second[0] <= at_kill["progress"]["step"] + 2
 
-    tenant_id = _tenant_of(service_settings, job["id"])
-    stored = json.loads(get_storage(service_settings).get_bytes(trajectory_key(tenant_id, job["id"])))
+    stored = stored_trajectory(service_settings, job["id"])
     reference = _uninterrupted(service_settings, body)
     assert [step["removed"] for step in stored["steps"]] == [step["removed"] for step in reference["steps"]]
     assert _close(_comparable(stored), _comparable(reference))
-
-
-def _tenant_of(service_settings, job_id: str) -> str:  # type: ignore[no-untyped-def]
-    from core.db.models import Job
-    from core.db.session import session_scope
-
-    with session_scope(service_settings) as session:
-        return session.get(Job, job_id).tenant_id
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -11,10 +11,15 @@ pytestmark = pytest.mark.services
 
 
 class BrokenStorage:
-    def exists(self, key: str) -> bool:
+    """Object storage that is down: every call fails as the real client does when its endpoint is."""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         from core.storage import StorageError
 
-        raise StorageError("storage unreachable")
+        def unreachable(*_args: object, **_kwargs: object) -> None:
+            raise StorageError("storage unreachable")
+
+        return unreachable
 
 
 def _queued_job(service_settings, tenant: str, model: str) -> str:  # type: ignore[no-untyped-def]
@@ -40,7 +45,9 @@ def _job(service_settings, job_id: str):  # type: ignore[no-untyped-def]
         return job
 
 
-def test_transient_storage_failure_releases_the_job(service_settings, tiny_model: str, monkeypatch) -> None:
+def test_transient_storage_failure_releases_the_job(
+    service_settings, tiny_model: str, named_sets: None, monkeypatch
+) -> None:
     from worker import job_runner
 
     job_id = _queued_job(service_settings, "transient", tiny_model)
@@ -50,6 +57,8 @@ def test_transient_storage_failure_releases_the_job(service_settings, tiny_model
     job = _job(service_settings, job_id)
     assert job.status == "queued"  # claimable again by the retry
     assert job.lease is None and job.attempt == 1
+    assert (job.crashes, job.transient_retries) == (0, 1)  # an outage is not a crash
+    assert job.transient_since is not None
 
 
 def test_user_error_fails_with_its_code(service_settings, monkeypatch) -> None:
@@ -88,7 +97,8 @@ def test_claims_are_exclusive_and_the_reaper_requeues_stale_jobs(service_setting
         assert not crud.heartbeat(session=session, job_id=job_id, lease=lease)
         new_lease = crud.claim_job(session=session, job_id=job_id, worker_id="b", stale_after_s=60)
     assert new_lease and new_lease != lease
-    assert _job(service_settings, job_id).attempt == 2
+    job = _job(service_settings, job_id)
+    assert (job.attempt, job.crashes) == (2, 1)
 
 
 def test_a_job_that_keeps_killing_its_worker_fails(service_settings, tiny_model: str) -> None:
@@ -100,7 +110,7 @@ def test_a_job_that_keeps_killing_its_worker_fails(service_settings, tiny_model:
 
     job_id = _queued_job(service_settings, "crash-loop", tiny_model)
     with session_scope(service_settings) as session:
-        session.execute(update(Job).where(Job.id == job_id).values(attempt=service_settings.max_attempts))
+        session.execute(update(Job).where(Job.id == job_id).values(crashes=service_settings.max_crashes + 1))
     outcome = job_runner.JobRun(service_settings, job_id, "test-worker").execute()
     assert outcome.status == "failed"
     assert _job(service_settings, job_id).error_code == "worker_lost_repeatedly"
