@@ -53,7 +53,9 @@ def page(browser, embedded: EmbeddedServer) -> Iterator[object]:  # type: ignore
     expected = "Failed to load resource: the server responded with a status of 4"
     page.on(
         "console",
-        lambda m: page.errors.append(m.text) if m.type == "error" and not m.text.startswith(expected) else None,
+        lambda m: (
+            page.errors.append(m.text) if m.type == "error" and not m.text.startswith(expected) else None
+        ),
     )
     page.on("pageerror", lambda e: page.errors.append(str(e)))
 

@@ -69,8 +69,15 @@ export function renderJob(main, jobId) {
     progressText.dataset.percent = String(percent);
   }
 
+  // A step event carries the sparsity after its removals and the calibration loss of the model *entering* it,
+  // so each loss belongs to the previous step's sparsity (0 for the first step).
+  function lossPoints() {
+    const ordered = [...steps.entries()].sort((a, b) => a[0] - b[0]).map(([, s]) => s);
+    return ordered.map((s, i) => ({ sparsity: i ? ordered[i - 1].sparsity : 0, loss: s.loss, after: s.sparsity }));
+  }
+
   function renderLoss() {
-    const points = [...steps.values()].sort((a, b) => a.sparsity - b.sparsity);
+    const points = lossPoints();
     const x = points.map((p) => p.sparsity);
     const series = [{ label: "calibration loss", values: points.map((p) => p.loss) }];
     if (!lossChart) {
@@ -80,7 +87,7 @@ export function renderJob(main, jobId) {
         yLabel: "loss",
         x,
         series,
-        xFormat: (v) => v.toFixed(2),
+        xFormat: (v) => String(Number(v.toFixed(3))),
       });
       charts.push(lossChart);
     } else {
@@ -196,7 +203,7 @@ export function renderJob(main, jobId) {
           yLabel: metric.label,
           x,
           series: [{ label: metric.label, values: sorted.map((p) => p[metric.key] ?? null) }],
-          xFormat: axis === "sparsity" ? (v) => v.toFixed(2) : (v) => fmtParams(v),
+          xFormat: axis === "sparsity" ? (v) => String(Number(v.toFixed(3))) : (v) => fmtParams(v),
         });
         chart.onPick((index) => {
           if (sorted[index].label !== "dense") choose(labelOf(sorted[index].sparsity));
@@ -280,7 +287,11 @@ export function renderJob(main, jobId) {
       output.textContent = `sparsity ${label}`;
       rule.textContent = why;
       const point = byLabel.get(label);
-      const step = [...steps.values()].find((s) => labelOf(s.sparsity) === label);
+      // The loss of the model at this point: measured entering the step after the one that reached it
+      // (labels round to 4 decimals; a step may land just past a target).
+      const points = lossPoints();
+      const reaching = points.findIndex((p) => p.after >= Number(label) - 5e-5);
+      const step = reaching >= 0 ? points[reaching + 1] : undefined;
       clear(figures);
       const rows = [
         ["Sparsity", label],
@@ -362,6 +373,7 @@ export function renderJob(main, jobId) {
         h("div", { class: "progress-row" }, progress, progressText),
         h("div", { class: "actions" }, cancel, connection),
         lossBox,
+        h("p", { class: "hint" }, "Each point: the calibration loss of the model at that sparsity, measured as the next step starts."),
         h("details", { class: "events" }, h("summary", {}, "Events"), log),
       ),
       results,
