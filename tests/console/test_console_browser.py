@@ -164,3 +164,20 @@ def test_every_input_has_a_label(page, embedded: EmbeddedServer) -> None:  # typ
                 .map(el => el.name || el.id)"""
         )
         assert unlabelled == [], (route, unlabelled)
+
+
+def test_an_upload_error_shows_beside_the_file_input(page, embedded: EmbeddedServer) -> None:  # type: ignore[no-untyped-def]
+    sign_in(page, embedded)
+    page.goto(f"{embedded.url}/#/submit")
+    page.locator("select[name=model] option[value='local/tiny']").wait_for(state="attached")
+    page.get_by_label("Objective").select_option("margin")
+    # A margin set needs JSONL records with a label that points at a choice: the API refuses this one.
+    bad = b'{"prompt": "2+2=", "choices": ["4", "5"], "label": 7}\n'
+    page.get_by_label("…or upload a file").set_input_files(
+        {"name": "bad.jsonl", "mimeType": "application/jsonl", "buffer": bad}
+    )
+    page.get_by_role("button", name="Submit job").click()
+    error = page.locator(".field:has(input[type=file]) .field-error")
+    error.wait_for()
+    assert "label 7" in error.inner_text()
+    assert page.get_by_role("heading", name="New pruning job").is_visible()
