@@ -158,7 +158,8 @@ def _family(folder: Path) -> str | None:
 
 
 @lru_cache(maxsize=1024)
-def _describe_cached(path: str, _size: int, _mtime_ns: int) -> LocalModel | None:
+def _describe_cached(path: str, _size: int, _mtime_ns: int) -> LocalModel:
+    """Keyed by size and mtime too, so a replaced file is read again."""
     entry = Path(path)
     name = entry.name.removesuffix(".gguf") if entry.is_file() else entry.name
     if entry.is_file():
@@ -194,10 +195,10 @@ def _candidates(models_dir: Path) -> list[Path]:
         name = entry.name.removesuffix(".gguf") if entry.suffix == ".gguf" else entry.name
         if not _NAME_RE.match(name):
             continue
-        if (entry.is_dir() and (entry / "config.json").is_file()) or (
-            entry.is_file() and entry.suffix == ".gguf"
-        ):
+        if entry.is_dir() and (entry / "config.json").is_file():
             found.append(entry)
+        elif entry.is_file() and entry.suffix == ".gguf" and not (root / name).exists():
+            found.append(entry)  # a folder of the same name wins, as in core.jobs.references
     return found
 
 
@@ -212,17 +213,15 @@ def local_models(models_dir: Path) -> list[LocalModel]:
     for entry in _candidates(models_dir):
         try:
             stat = entry.stat()
-            # A folder's mtime changes when a file is added or replaced in it (e.g. a re-import).
+            # A folder's own mtime moves when files are added or renamed, its files' when rewritten.
             stamp = (
                 max([stat.st_mtime_ns] + [p.stat().st_mtime_ns for p in entry.iterdir()])
                 if entry.is_dir()
                 else stat.st_mtime_ns
             )
-            model = _describe_cached(str(entry), stat.st_size, stamp)
+            models.append(_describe_cached(str(entry), stat.st_size, stamp))
         except OSError:
             continue
-        if model is not None:
-            models.append(model)
     return models
 
 
