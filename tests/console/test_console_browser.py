@@ -181,3 +181,48 @@ def test_an_upload_error_shows_beside_the_file_input(page, embedded: EmbeddedSer
     error.wait_for()
     assert "label 7" in error.inner_text()
     assert page.get_by_role("heading", name="New pruning job").is_visible()
+
+
+def _luminance(rgb: tuple[float, float, float]) -> float:
+    """WCAG 2 relative luminance of an sRGB colour (0-255 channels)."""
+    linear = [c / 255 / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: tuple[float, float, float], b: tuple[float, float, float]) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+COLOURS_JS = """(selector) => [...document.querySelectorAll(selector)].filter(e => e.offsetParent).map(e => {
+    const rgb = s => s.match(/[\\d.]+/g).slice(0, 4).map(Number);
+    let bg = e, colour = rgb(getComputedStyle(e).backgroundColor);
+    while ((colour.length === 4 && colour[3] === 0) && bg.parentElement) {
+        bg = bg.parentElement; colour = rgb(getComputedStyle(bg).backgroundColor);
+    }
+    return [e.textContent.trim().slice(0, 30), rgb(getComputedStyle(e).color).slice(0, 3), colour.slice(0, 3)];
+})"""
+
+
+def test_text_has_sufficient_contrast(page, embedded: EmbeddedServer) -> None:  # type: ignore[no-untyped-def]
+    sign_in(page, embedded)
+    page.goto(f"{embedded.url}/#/submit")
+    page.locator("select[name=model] option[value='local/tiny']").wait_for(state="attached")
+    page.get_by_label("Target sparsities").fill("2")
+    page.get_by_role("button", name="Submit job").click()
+    page.locator(".field-error").wait_for()
+    checked = 0
+    for selector in (
+        "main label",
+        "main legend",
+        ".hint",
+        ".field-error",
+        "main button",
+        "header a",
+        "main h1",
+    ):
+        for text, fg, bg in page.evaluate(COLOURS_JS, selector):
+            ratio = _contrast(tuple(fg), tuple(bg))
+            assert ratio >= 4.5, (selector, text, fg, bg, round(ratio, 2))  # WCAG AA for normal text
+            checked += 1
+    assert checked >= 15
