@@ -42,7 +42,9 @@ def run_job(server: EmbeddedServer) -> str:
     job = client.submit(
         {
             "model": "local/tiny",
-            "calibration": {"name": "wikitext2", "samples": 4, "seq_len": 32},
+            "calibration": {"name": "wikitext2"},
+            "samples": 4,
+            "seq_len": 32,
             "sparsities": [0.2, 0.3, 0.4, 0.5],
             "steps": 10,
             "evaluations": ["perplexity"],

@@ -10,6 +10,7 @@ from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.errors import APIError
 from api.routes.jobs import ERRORS
 from api.serializers import calibration_set_public
+from core.families import FAMILIES
 from core.jobs.calibration_sets import list_calibration_sets
 from core.jobs.catalog import available_named_sets, local_models
 from core.pruning_spec import Objective
@@ -32,6 +33,7 @@ def list_models(settings: SettingsDep, _: CurrentTenant) -> ModelsPublic:
             name=m.name,
             format=m.format,
             family=m.family,
+            supported=m.family in FAMILIES,
             parameters=m.parameters,
             size_bytes=m.size_bytes,
         )

@@ -12,6 +12,9 @@ class ModelPublic(BaseModel):
     name: str
     format: str = Field(..., description="safetensors, gguf, or other (weights the engine may refuse)")
     family: str | None = Field(None, description="config.json model_type (GGUF: general.architecture)")
+    supported: bool = Field(
+        ..., description="whether the engine prunes this family (Llama, Mistral, Qwen2, Qwen3)"
+    )
     parameters: int | None = Field(None, description="from the weights' headers; null when unreadable")
     size_bytes: int
 

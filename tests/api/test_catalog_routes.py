@@ -26,7 +26,7 @@ def test_models_lists_the_local_model_with_its_true_size(
     assert entry["parameters"] == sum(p.numel() for p in model.parameters())
     assert entry["family"] == AutoConfig.from_pretrained(folder).model_type == "llama"
     assert entry["size_bytes"] == sum(p.stat().st_size for p in Path(folder).iterdir() if p.is_file())
-    assert entry["format"] == "safetensors"
+    assert entry["format"] == "safetensors" and entry["supported"] is True
 
 
 def test_models_needs_a_key(app) -> None:  # type: ignore[no-untyped-def]

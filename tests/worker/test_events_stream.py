@@ -39,7 +39,9 @@ def test_stream_follows_a_running_job_and_resumes_exactly(
     client.headers.update(headers)
     body = {
         "model": tiny_model,
-        "calibration": {"name": "wikitext2", "samples": 2, "seq_len": 16},
+        "calibration": {"name": "wikitext2"},
+        "samples": 2,
+        "seq_len": 16,
         "sparsities": [0.3],
         "steps": 6,
     }
@@ -92,7 +94,9 @@ def test_layers_curve_selection_and_download_of_a_real_run(
     client = client_factory("select-worker")
     body = {
         "model": tiny_model,
-        "calibration": {"name": "wikitext2", "samples": 2, "seq_len": 16},
+        "calibration": {"name": "wikitext2"},
+        "samples": 2,
+        "seq_len": 16,
         "sparsities": [0.2, 0.4],
         "steps": 4,
         "evaluations": ["perplexity"],

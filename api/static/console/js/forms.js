@@ -15,7 +15,7 @@ export function clearErrors(form) {
 
 /**
  * The input that stands for an API field path: exact data-field match, else the path with its last part
- * or index removed ("sparsities[1]" -> "sparsities", "calibration.samples.x" -> "calibration.samples"), ...
+ * or index removed ("sparsities[1]" -> "sparsities", "calibration.name.x" -> "calibration.name"), ...
  */
 export function inputFor(form, field) {
   let path = field || "";

@@ -22,6 +22,17 @@ const BOUNDS = [
   { name: "max_latency_ms", label: "Max latency (ms)" },
 ];
 
+const PHASES = {
+  queued: "queued",
+  loading: "loading the model and data",
+  pruning: "pruning",
+  building_checkpoints: "building checkpoints",
+  evaluating: "evaluating",
+  uploading: "uploading the report",
+  done: "done",
+};
+const phaseName = (phase) => PHASES[phase] || phase;
+
 export const labelOf = (sparsity) => (Math.round(sparsity * 1e4) / 1e4).toFixed(4);
 
 export function renderJob(main, jobId) {
@@ -100,7 +111,9 @@ export function renderJob(main, jobId) {
       ? `step ${event.data.step}/${event.data.total_steps}: sparsity ${fmtNum(event.data.sparsity, 4)}, loss ${fmtNum(event.data.loss, 4)}`
       : event.kind === "state"
         ? `state: ${event.data.status}${event.data.reason ? ` (${event.data.reason})` : ""}`
-        : `${event.kind}: ${JSON.stringify(event.data)}`;
+        : event.kind === "phase"
+          ? `phase: ${phaseName(event.data.phase)}`
+          : `${event.kind}: ${JSON.stringify(event.data)}`;
     log.prepend(h("li", {}, h("time", { datetime: event.created_at }, fmtTime(event.created_at)), " ", text));
     while (log.children.length > 100) log.lastChild.remove();
     if (event.kind === "step") {
@@ -109,6 +122,10 @@ export function renderJob(main, jobId) {
       const percent = total ? Math.min(100, Math.round((100 * event.data.step) / total)) : 0;
       setProgress(percent, `step ${event.data.step} of ${total}`);
       renderLoss();
+    } else if (event.kind === "phase") {
+      // After the pruning steps come the checkpoints, evaluations and the report: the bar stays at the steps'
+      // share and the text says what the job is doing.
+      setProgress(Number(progress.value), phaseName(event.data.phase));
     } else if (event.kind === "state") {
       job = { ...job, status: event.data.status };
       renderSummary();
@@ -363,7 +380,8 @@ export function renderJob(main, jobId) {
       return;
     }
     renderSummary();
-    setProgress(percentOf(job), job.progress.total_steps ? `step ${job.progress.step} of ${job.progress.total_steps}` : job.status);
+    const phase = job.progress.phase && job.progress.phase !== "pruning" ? phaseName(job.progress.phase) : null;
+    setProgress(percentOf(job), phase || (job.progress.total_steps ? `step ${job.progress.step} of ${job.progress.total_steps}` : job.status));
     body.append(
       summary,
       h(

@@ -37,8 +37,8 @@ export function renderSubmit(main) {
   const file = h("input", { type: "file", name: "file", accept: ".txt,.jsonl,.json,text/plain", dataset: { field: "file" } });
   const sparsities = h("input", { type: "text", name: "sparsities", value: "0.2, 0.4", inputmode: "decimal", dataset: { field: "sparsities" } });
   const steps = h("input", { type: "text", name: "steps", inputmode: "numeric", dataset: { field: "steps" } });
-  const samples = h("input", { type: "text", name: "samples", inputmode: "numeric", dataset: { field: "calibration.samples" } });
-  const seqLen = h("input", { type: "text", name: "seq_len", inputmode: "numeric", dataset: { field: "calibration.seq_len" } });
+  const samples = h("input", { type: "text", name: "samples", inputmode: "numeric", dataset: { field: "samples" } });
+  const seqLen = h("input", { type: "text", name: "seq_len", inputmode: "numeric", dataset: { field: "seq_len" } });
   const evaluations = h("input", { type: "text", name: "evaluations", placeholder: "perplexity, efficiency", dataset: { field: "evaluations" } });
   const submit = h("button", { type: "submit" }, "Submit job");
   const status = h("p", { class: "muted", role: "status" });
@@ -114,7 +114,13 @@ export function renderSubmit(main) {
       ]);
       clear(model);
       models.data.forEach((m) =>
-        model.append(h("option", { value: m.id }, `${m.id} (${m.family || "unknown family"}, ${fmtParams(m.parameters)} parameters, ${fmtBytes(m.size_bytes)})`)),
+        model.append(
+          h(
+            "option",
+            { value: m.id, disabled: !m.supported },
+            `${m.id} (${m.family || "unknown family"}, ${fmtParams(m.parameters)} parameters, ${fmtBytes(m.size_bytes)})${m.supported ? "" : " – not a family the engine prunes"}`,
+          ),
+        ),
       );
       if (!models.data.length) model.append(h("option", { value: "" }, "no local models on this server"));
       hubField.hidden = !models.hub_models_allowed;
@@ -150,10 +156,6 @@ export function renderSubmit(main) {
       } else {
         cal.name = calibration.value.replace(/^name:/, "");
       }
-      const sampleCount = optionalInt(samples);
-      const length = optionalInt(seqLen);
-      if (sampleCount !== undefined) cal.samples = sampleCount;
-      if (length !== undefined) cal.seq_len = length;
       const body = {
         model: { id: hubModel.value.trim() || model.value },
         calibration: cal,
@@ -163,8 +165,11 @@ export function renderSubmit(main) {
         sparsities: numbers(sparsities.value),
         evaluations: evaluations.value.split(/[\s,]+/).filter(Boolean),
       };
-      const stepCount = optionalInt(steps);
-      if (stepCount !== undefined) body.steps = stepCount;
+      // Blank numbers are left out, so the server's own defaults apply.
+      for (const [name, input] of [["steps", steps], ["samples", samples], ["seq_len", seqLen]]) {
+        const value = optionalInt(input);
+        if (value !== undefined) body[name] = value;
+      }
       status.textContent = "Submitting…";
       const job = await post("/v1/jobs", { json: body });
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
