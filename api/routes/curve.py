@@ -32,7 +32,9 @@ from core.storage import ObjectNotFound, Storage, StorageError, report_key, traj
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs/{job_id}", tags=["selection"])
 MANIFEST = "gisp_manifest.json"
-NOT_READY = {404: {"model": ErrorBody, "description": "no such job, or its report has no curve yet"}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such job, or its report has no curve yet"}
+}
 
 
 def _json_object(storage: Storage, key: str) -> dict[str, Any] | None:

@@ -32,7 +32,8 @@ class StreamLost(Exception):
 
 def parse_lines(lines: Iterator[str]) -> Iterator[SSEMessage | None]:
     """SSE messages from text lines; ``None`` for each comment line (a heartbeat), so callers can check a clock."""
-    event, data, last_id = "message", [], None
+    event, last_id = "message", None
+    data: list[str] = []
     for line in lines:
         if line == "":
             if data:

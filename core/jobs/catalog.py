@@ -7,6 +7,7 @@ Results are cached per file (path, size, mtime), so listing stays cheap however 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import struct
@@ -162,15 +163,14 @@ def _describe_cached(path: str, _size: int, _mtime_ns: int) -> LocalModel:
     """Keyed by size and mtime too, so a replaced file is read again."""
     entry = Path(path)
     name = entry.name.removesuffix(".gguf") if entry.is_file() else entry.name
+    parameters: int | None = None
     if entry.is_file():
-        try:
+        family: str | None = None
+        with contextlib.suppress(HeaderError, OSError):  # unreadable: listed without family and count
             family, parameters = gguf_summary(entry)
-        except (HeaderError, OSError):
-            family, parameters = None, None
         return LocalModel(name, "gguf", family, parameters, entry.stat().st_size)
     files = [p for p in entry.iterdir() if p.is_file()]
     weights = sorted(p for p in files if p.suffix == ".safetensors")
-    parameters: int | None = None
     if weights:
         try:
             parameters = sum(safetensors_parameters(p) for p in weights)

@@ -50,7 +50,7 @@ class EventFeed:
             if self._recent:
                 query = query.where(JobEvent.id.not_in(list(self._recent)))
             rows = list(session.scalars(query.order_by(JobEvent.id).limit(self.page)))
-            events = [
+            events: list[dict[str, Any]] = [
                 {"id": r.id, "created_at": r.created_at.isoformat(), "kind": r.kind, "data": r.data}
                 for r in rows
             ]
