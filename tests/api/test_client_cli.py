@@ -3,6 +3,7 @@ and ``wait`` resuming its event stream through a connection that drops."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -167,7 +168,8 @@ class DroppingProxy:
         except OSError:
             pass
         finally:
-            client.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):  # the client may have gone first
+                client.shutdown(socket.SHUT_RDWR)
             client.close()
             upstream.close()
 
