@@ -3,9 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench-speed bench-quality
+.PHONY: setup chromium demo test lint bench-speed bench-quality screenshots
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
+
+chromium:  ## Debian's Chromium for the console's browser tests (installed when missing and root)
+	@sh scripts/ensure_chromium.sh
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,3 +34,6 @@ bench-speed: setup
 
 bench-quality: setup
 	$(PY) benchmarks/quality.py
+
+screenshots: setup  ## docs/console-job.png and docs/console-curve.png from a tiny run
+	$(PY) scripts/console_screenshots.py

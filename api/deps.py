@@ -49,10 +49,11 @@ StorageDep = Annotated[Storage, Depends(get_app_storage)]
 _bearer = HTTPBearer(auto_error=False, description="an API key from `gisp keys create`")
 
 
-def get_current_tenant(
-    session: SessionDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Tenant:
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def tenant_of(session: Session, credentials: HTTPAuthorizationCredentials | None) -> Tenant:
+    """The tenant owning the bearer key, or 401."""
     challenge = {"WWW-Authenticate": "Bearer"}
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise APIError(401, "unauthorized", "missing bearer API key", headers=challenge)
@@ -60,6 +61,10 @@ def get_current_tenant(
     if tenant is None:
         raise APIError(401, "unauthorized", "invalid or revoked API key", headers=challenge)
     return tenant
+
+
+def get_current_tenant(session: SessionDep, credentials: BearerDep) -> Tenant:
+    return tenant_of(session, credentials)
 
 
 CurrentTenant = Annotated[Tenant, Depends(get_current_tenant)]

@@ -9,7 +9,8 @@ from fastapi import APIRouter, FastAPI
 from api.errors import install_error_handlers
 from api.limits import UploadSizeLimit
 from api.metrics import install_metrics
-from api.routes import calibration_sets, checkpoints, health, jobs
+from api.routes import calibration_sets, catalog, checkpoints, curve, events_stream, health, jobs
+from api.routes.console import install_console
 from core.settings import Settings, get_settings
 
 API_PREFIX = "/v1"
@@ -23,19 +24,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="1.0.0",
         description="Structured pruning of LLMs as jobs: submit, follow, download checkpoints.",
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # served from local assets by install_console, not from a CDN
         redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.state.metrics = install_metrics(app, settings)
     v1 = APIRouter(prefix=API_PREFIX)
+    v1.include_router(events_stream.router)
     v1.include_router(jobs.router)
     v1.include_router(checkpoints.router)
+    v1.include_router(catalog.router)
     v1.include_router(calibration_sets.router)
+    v1.include_router(curve.router)
     app.include_router(v1)
     app.add_middleware(
         UploadSizeLimit, max_bytes=settings.max_upload_bytes, paths=(f"{API_PREFIX}/calibration-sets",)
     )
     app.include_router(health.router)
+    install_console(app, API_PREFIX)
     return app

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from api.errors import APIError
 from core.errors import UserInputError
 from core.jobs.calibration_sets import get_calibration_set
+from core.jobs.catalog import local_model_names
 from core.jobs.references import check_named_set, local_model_family, resolve_local_model
 from core.pruning_spec import fit_to_layout
 from core.schemas.jobs import JobSpec
@@ -20,6 +21,16 @@ from core.settings import Settings
 
 def invalid(field: str, message: str, code: str = "validation_error") -> APIError:
     return APIError(422, code, message, field=field)
+
+
+def unknown_model_message(settings: Settings, name: str, shown: int = 20) -> str:
+    """Name the models that do exist (GET /v1/models has the details), so a typo is fixed at once."""
+    names = local_model_names(settings.models_dir)
+    if not names:
+        return f"no local model '{name}' on this server (it offers none)"
+    listed = ", ".join(f"local/{n}" for n in names[:shown])
+    more = f" and {len(names) - shown} more (GET /v1/models)" if len(names) > shown else ""
+    return f"no local model '{name}' on this server; available: {listed}{more}"
 
 
 def validate_job_request(*, session: Session, settings: Settings, tenant_id: str, job_in: JobSpec) -> JobSpec:
@@ -54,7 +65,7 @@ def _check_model(settings: Settings, job_in: JobSpec) -> JobSpec:
         raise invalid("model.revision", "local models have no revisions")
     path = resolve_local_model(settings.models_dir, model.local_name)
     if path is None:
-        raise invalid("model.id", f"no local model '{model.local_name}' on this server", "unknown_model")
+        raise invalid("model.id", unknown_model_message(settings, model.local_name), "unknown_model")
     family = local_model_family(path)
     if family is None:
         return job_in

@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     # API.
     page_size_default: int = Field(50, ge=1, description="items per page when a list asks for no limit")
     page_size_max: int = Field(500, ge=1, description="largest page a list returns")
+    sse_poll_interval_s: float = Field(0.5, gt=0.0, description="how often an event stream reads new rows")
+    sse_heartbeat_s: float = Field(15.0, gt=0.0, description="a comment line after this long without events")
+    sse_max_duration_s: float = Field(
+        900.0, gt=0.0, description="an event stream closes after this long; clients resume with Last-Event-ID"
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe_defaults(self) -> Settings:

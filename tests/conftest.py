@@ -250,3 +250,40 @@ def redis_queue_cleanup(service_env: dict[str, str]) -> Iterator[None]:
     queue = service_env["GISP_TASK_QUEUE"]
     for name in connection.scan_iter(match=f"{queue}*"):
         connection.delete(name)
+
+
+# --- a real HTTP server (uvicorn in a thread) for clients that need sockets: SSE, the CLI, a browser ---
+
+
+@pytest.fixture(scope="session")
+def live_server(service_settings) -> Iterator[Callable[..., str]]:  # type: ignore[no-untyped-def]
+    """Start the API on a free port with optional setting overrides; returns its base URL.
+
+    Servers started during the session are stopped at its end.
+    """
+    import threading
+
+    import uvicorn
+
+    from api.main import create_app
+
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(**overrides: object) -> str:
+        settings = service_settings.model_copy(update=overrides)
+        port = free_port()
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: httpx.get(f"{url}/healthz", timeout=1).status_code == 200, timeout=30, what="uvicorn"
+        )
+        return url
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)

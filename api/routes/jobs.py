@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy.orm import Session
@@ -20,7 +20,7 @@ from core.schemas.jobs import EventsPublic, JobPublic, JobSpec, JobsPublic
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-ERRORS = {
+ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or invalid API key"},
     404: {"model": ErrorBody, "description": "no such job for this tenant"},
     422: {"model": ErrorBody, "description": "invalid request; `field` names the culprit"},

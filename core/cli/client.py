@@ -88,32 +88,65 @@ class ServiceClient:
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._check(self.http.post(f"/v1/jobs/{job_id}/cancel")).json()
 
+    def follow(self, job_id: str, after: str | None = None, **retry: Any) -> Iterator[dict[str, Any] | None]:
+        """The job's events as they happen, until its terminal state (``None`` on heartbeats)."""
+        from core.cli.sse import follow_events
+
+        return follow_events(self.http, job_id, after=after, check=self._check, **retry)
+
     def wait(
-        self, job_id: str, *, timeout: float | None = None, interval: float = 1.0, progress: bool = True
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        progress: bool = True,
+        max_retries: int = 8,
     ) -> dict:
-        """Poll until the job finishes, showing a progress bar over its steps."""
+        """Follow the job's event stream until it finishes, showing a progress bar over its steps.
+
+        A dropped connection is resumed with Last-Event-ID (``max_retries`` consecutive failures at most).
+        """
         from tqdm import tqdm
 
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         try:
-            while True:
-                job = self.job(job_id)
-                step, total = job["progress"]["step"], job["progress"]["total_steps"]
-                if progress and total and bar is None:
-                    bar = tqdm(total=total, unit="step", desc=job_id[:12], file=sys.stderr)
-                if bar is not None:
-                    bar.n = step
-                    loss = job["progress"]["calibration_loss"]
-                    bar.set_postfix(status=job["status"], loss=f"{loss:.4f}" if loss is not None else "-")
-                if job["status"] in TERMINAL:
-                    return job
+            # From the first event: a finished job's stream replays its history and ends at once.
+            for event in self.follow(job_id, max_retries=max_retries):
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"job {job_id} still {job['status']} after {timeout}s")
-                time.sleep(interval)
+                    raise TimeoutError(f"job {job_id} still running after {timeout}s")
+                if event is None or event["kind"] != "step":
+                    continue
+                data = event["data"]
+                if progress and bar is None and data.get("total_steps"):
+                    bar = tqdm(total=data["total_steps"], unit="step", desc=job_id[:12], file=sys.stderr)
+                if bar is not None:
+                    bar.n = data["step"]
+                    loss = data.get("loss")
+                    bar.set_postfix(loss=f"{loss:.4f}" if loss is not None else "-", refresh=False)
+                    bar.refresh()
+            return self.job(job_id)
         finally:
             if bar is not None:
                 bar.close()
+
+    def models(self) -> dict[str, Any]:
+        return self._check(self.http.get("/v1/models")).json()
+
+    def calibration_sets(self, objective: str | None = None) -> Iterator[dict[str, Any]]:
+        """Named sets (kind "named") then the tenant's uploads (kind "upload"), all pages."""
+        cursor = None
+        while True:
+            params = {k: v for k, v in {"objective": objective, "cursor": cursor}.items() if v}
+            page = self._check(self.http.get("/v1/calibration-sets", params=params)).json()
+            yield from ({"kind": "named", **named} for named in page["named"])
+            yield from ({"kind": "upload", **upload} for upload in page["data"])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def select(self, job_id: str, bounds: dict[str, float]) -> dict[str, Any]:
+        return self._check(self.http.get(f"/v1/jobs/{job_id}/select", params=bounds)).json()
 
     def download(
         self, job_id: str, sparsity: float, out: Path, *, timeout: float = 3600, progress: bool = True
@@ -164,15 +197,55 @@ def _extract_checked(archive: io.BufferedIOBase | Any, out: Path) -> Path:
 
 # --- command line ---
 
+BOUND_FLAGS = (
+    ("--max-perplexity", "max_perplexity", "highest perplexity accepted"),
+    ("--min-accuracy-ratio", "min_accuracy_ratio", "lowest accuracy / dense accuracy accepted"),
+    ("--max-params", "max_params", "largest parameter count accepted"),
+    ("--max-latency-ms", "max_latency_ms", "highest latency accepted (ms)"),
+)
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """Options every jobs command takes, before or after its name (``gisp jobs status J --url X`` works).
+
+    Defaults are SUPPRESS, so a value given at either level survives; :func:`_option` applies the defaults.
+    """
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url", default=argparse.SUPPRESS, help=f"server URL (GISP_URL, default {DEFAULT_URL})"
+    )
+    common.add_argument("--api-key", default=argparse.SUPPRESS, help="API key (default: GISP_API_KEY)")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON"
+    )
+    return common
+
+
+def _option(args: argparse.Namespace, name: str) -> Any:
+    value = getattr(args, name, None)
+    if value is not None:
+        return value
+    if name == "url":
+        return os.environ.get("GISP_URL", DEFAULT_URL)
+    if name == "api_key":
+        return os.environ.get("GISP_API_KEY")
+    return False
+
 
 def add_parsers(subparsers: argparse._SubParsersAction) -> None:
-    jobs = subparsers.add_parser("jobs", help="submit and follow jobs on a GISP server")
-    jobs.add_argument("--url", default=os.environ.get("GISP_URL", DEFAULT_URL), help="server URL (GISP_URL)")
-    jobs.add_argument("--api-key", default=None, help="API key (default: GISP_API_KEY)")
+    common = _common_options()
+    jobs = subparsers.add_parser("jobs", help="submit and follow jobs on a GISP server", parents=[common])
     commands = jobs.add_subparsers(dest="jobs_command", required=True)
 
-    submit = commands.add_parser("submit", help="submit a pruning job")
-    submit.add_argument("--model", required=True, help="hub id org/name or local/<name>")
+    def command(name: str, handler: Any, text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=text, description=text, parents=[common])
+        parser.set_defaults(handler=handler)
+        return parser
+
+    submit = command("submit", run_submit, "submit a pruning job")
+    submit.add_argument(
+        "--model", required=True, help="hub id org/name or local/<name> (see `gisp jobs models`)"
+    )
     submit.add_argument("--revision")
     source = submit.add_mutually_exclusive_group(required=True)
     source.add_argument(
@@ -181,37 +254,42 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--calibration-file", type=Path, help="upload this file (text or JSONL) first")
     add_spec_flags(submit, JobSpec, skip=SUBMIT_OWN_FLAGS)
     submit.add_argument("--idempotency-key")
-    submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    submit.set_defaults(handler=run_submit)
+    submit.add_argument("--wait", action="store_true", help="follow the job until it finishes")
 
-    for name, handler, text in [
-        ("status", run_status, "show a job"),
-        ("wait", run_wait, "wait for a job to finish (progress bar)"),
-        ("events", run_events, "print a job's events"),
-        ("cancel", run_cancel, "cancel a job"),
-    ]:
-        command = commands.add_parser(name, help=text)
-        command.add_argument("job_id")
-        command.set_defaults(handler=handler)
-        if name == "wait":
-            command.add_argument("--timeout", type=float)
-        if name == "events":
-            command.add_argument("--follow", action="store_true", help="keep printing until the job ends")
+    command("status", run_status, "show a job").add_argument("job_id")
+    wait = command("wait", run_wait, "follow a job's live events until it finishes (progress bar)")
+    wait.add_argument("job_id")
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit status 3)")
+    wait.add_argument("--retries", type=int, default=8, help="reconnections in a row before giving up")
+    events = command("events", run_events, "print a job's events")
+    events.add_argument("job_id")
+    events.add_argument("--follow", action="store_true", help="keep printing live events until the job ends")
+    command("cancel", run_cancel, "cancel a job").add_argument("job_id")
+    command("list", run_list, "list jobs").add_argument("--status")
+    command("models", run_models, "list the models this server offers")
+    sets = command("calibration-sets", run_calibration_sets, "list named and uploaded calibration sets")
+    sets.add_argument("--objective")
 
-    listing = commands.add_parser("list", help="list jobs")
-    listing.add_argument("--status")
-    listing.set_defaults(handler=run_list)
-
-    download = commands.add_parser("download", help="download a checkpoint (materialised on demand)")
+    download = command("download", run_download, "download a checkpoint (materialised on demand)")
     download.add_argument("job_id")
     download.add_argument("--sparsity", type=float, required=True)
     download.add_argument("--out", type=Path, required=True)
     download.add_argument("--timeout", type=float, default=3600)
-    download.set_defaults(handler=run_download)
+
+    select = command(
+        "select", run_select, "choose the checkpoint on a finished job's curve that meets bounds"
+    )
+    select.add_argument("job_id")
+    for flag, dest, text in BOUND_FLAGS:
+        select.add_argument(flag, dest=dest, type=float, help=text)
+    select.add_argument(
+        "--download", type=Path, metavar="DIR", help="download the chosen checkpoint into DIR"
+    )
+    select.add_argument("--timeout", type=float, default=3600, help="for --download")
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
-    return ServiceClient(args.url, args.api_key or os.environ.get("GISP_API_KEY"))
+    return ServiceClient(_option(args, "url"), _option(args, "api_key"))
 
 
 def _print(data: Any) -> None:
@@ -219,25 +297,53 @@ def _print(data: Any) -> None:
 
 
 def _guarded(handler):  # type: ignore[no-untyped-def]
-    """Turn server errors and unreachable servers into one line on stderr and exit status 2."""
+    """Every failure is one line on stderr (never a traceback): exit 2, or 3 for a timeout."""
 
     def run(args: argparse.Namespace) -> int:
         import httpx
 
+        from core.cli.sse import StreamLost
+
+        url = _option(args, "url")
         try:
             return handler(args)
         except ServiceError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
+        except StreamLost as error:
+            print(f"error: {url}: {error}", file=sys.stderr)
+            return 2
         except httpx.HTTPError as error:
-            print(f"error: cannot reach {args.url}: {error}", file=sys.stderr)
+            print(f"error: cannot reach {url}: {error or type(error).__name__}", file=sys.stderr)
             return 2
         except TimeoutError as error:
             print(f"error: {error}", file=sys.stderr)
             return 3
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        except Exception as error:  # a bug, or an answer this client does not understand: still one line
+            print(f"error: unexpected {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
 
     run.__name__ = handler.__name__
     return run
+
+
+def _one_line(job: dict[str, Any]) -> str:
+    progress = job["progress"]
+    parts = [job["id"], job["status"]]
+    if progress.get("total_steps"):
+        parts.append(f"step {progress['step']}/{progress['total_steps']}")
+    if progress.get("current_sparsity") is not None:
+        parts.append(f"sparsity {progress['current_sparsity']:.4f}")
+    if progress.get("calibration_loss") is not None:
+        parts.append(f"loss {progress['calibration_loss']:.4f}")
+    if progress.get("eta_seconds") and job["status"] == "running":
+        parts.append(f"ETA {progress['eta_seconds']:.0f}s")
+    if job.get("error"):
+        parts.append(f"{job['error']['code']}: {job['error']['message']}")
+    return "  ".join(parts)
 
 
 @_guarded
@@ -257,69 +363,183 @@ def run_submit(args: argparse.Namespace) -> int:
         **spec_values(args, JobSpec, skip=SUBMIT_OWN_FLAGS),
     }
     job = client.submit(body, args.idempotency_key)
-    print(job["id"])
+    as_json = _option(args, "json")
+    if not as_json:
+        print(job["id"])
     if args.wait:
-        job = client.wait(job["id"])
-        return _report_end(job)
+        job = client.wait(job["id"], progress=not as_json)
+        return _report_end(job, as_json)
+    if as_json:
+        _print(job)
     return 0
 
 
-def _report_end(job: dict[str, Any]) -> int:
-    if job["status"] == "succeeded":
+def _report_end(job: dict[str, Any], as_json: bool = False) -> int:
+    if as_json:
+        _print(job)
+    elif job["status"] == "succeeded":
         print(f"{job['id']} succeeded: " + ", ".join(c["label"] for c in job["checkpoints"]))
-        return 0
-    error = job.get("error") or {}
-    print(
-        f"{job['id']} {job['status']}: {error.get('code', '')} {error.get('message', '')}".rstrip(),
-        file=sys.stderr,
-    )
-    return 1
+    else:
+        error = job.get("error") or {}
+        print(
+            f"{job['id']} {job['status']}: {error.get('code', '')} {error.get('message', '')}".rstrip(),
+            file=sys.stderr,
+        )
+    return 0 if job["status"] == "succeeded" else 1
 
 
 @_guarded
 def run_status(args: argparse.Namespace) -> int:
-    _print(_client(args).job(args.job_id))
+    job = _client(args).job(args.job_id)
+    if _option(args, "json"):
+        _print(job)
+    else:
+        print(_one_line(job))
     return 0
 
 
 @_guarded
 def run_wait(args: argparse.Namespace) -> int:
-    return _report_end(_client(args).wait(args.job_id, timeout=args.timeout))
+    as_json = _option(args, "json")
+    job = _client(args).wait(
+        args.job_id, timeout=args.timeout, progress=not as_json, max_retries=args.retries
+    )
+    return _report_end(job, as_json)
+
+
+def _event_line(event: dict[str, Any]) -> str:
+    data = event["data"]
+    if event["kind"] == "step":
+        loss = data.get("loss")
+        detail = f"step {data['step']}/{data['total_steps']}  sparsity {data['sparsity']:.4f}  loss " + (
+            f"{loss:.4f}" if loss is not None else "-"
+        )
+    elif event["kind"] == "state":
+        detail = data.get("status", "") + (f"  ({data['reason']})" if data.get("reason") else "")
+        if data.get("error"):
+            detail += f"  {data['error'].get('code')}: {data['error'].get('message')}"
+    else:
+        detail = "  ".join(f"{k}={v}" for k, v in data.items())
+    return f"{event['id']}  {event['created_at']}  {event['kind']:<10}  {detail}"
 
 
 @_guarded
 def run_events(args: argparse.Namespace) -> int:
     client = _client(args)
+    as_json = _option(args, "json")
+
+    def show(event: dict[str, Any]) -> None:
+        print(json.dumps(event) if as_json else _event_line(event), flush=True)
+
+    if args.follow:
+        for event in client.follow(args.job_id):
+            if event is not None:
+                show(event)
+        return 0
     cursor = None
     while True:
-        events, next_cursor = client.events(args.job_id, cursor)
+        events, cursor = client.events(args.job_id, cursor)
         for event in events:
-            print(json.dumps(event))
-            cursor = str(event["id"])
-        if next_cursor:
-            continue
-        if not args.follow or client.job(args.job_id)["status"] in TERMINAL:
+            show(event)
+        if not cursor:
             return 0
-        time.sleep(1.0)
 
 
 @_guarded
 def run_cancel(args: argparse.Namespace) -> int:
-    print(_client(args).cancel(args.job_id)["status"])
+    job = _client(args).cancel(args.job_id)
+    if _option(args, "json"):
+        _print(job)
+    else:
+        print(job["status"])
     return 0
 
 
 @_guarded
 def run_list(args: argparse.Namespace) -> int:
-    for job in _client(args).jobs(args.status):
+    jobs = _client(args).jobs(args.status)
+    if _option(args, "json"):
+        _print(list(jobs))
+        return 0
+    for job in jobs:
+        progress = job["progress"]
+        print(f"{job['id']}  {job['status']:<10}  step {progress['step']}/{progress['total_steps']}")
+    return 0
+
+
+@_guarded
+def run_models(args: argparse.Namespace) -> int:
+    listing = _client(args).models()
+    if _option(args, "json"):
+        _print(listing)
+        return 0
+    for model in listing["data"]:
+        parameters = f"{model['parameters']:,}" if model["parameters"] is not None else "?"
         print(
-            f"{job['id']}  {job['status']:<10}  step {job['progress']['step']}/{job['progress']['total_steps']}"
+            f"{model['id']}  {model['family'] or '?'}  {parameters} parameters  {model['size_bytes']:,} bytes"
         )
+    if listing["hub_models_allowed"]:
+        print("hub models (org/name) are allowed too")
+    return 0
+
+
+@_guarded
+def run_calibration_sets(args: argparse.Namespace) -> int:
+    sets = list(_client(args).calibration_sets(args.objective))
+    if _option(args, "json"):
+        _print(sets)
+        return 0
+    for item in sets:
+        if item["kind"] == "named":
+            print(f"{item['name']}  {item['objective']}  (named)")
+        else:
+            print(
+                f"{item['id']}  {item['objective']}  {item['item_count']} items  {item.get('name') or ''}".rstrip()
+            )
     return 0
 
 
 @_guarded
 def run_download(args: argparse.Namespace) -> int:
-    folder = _client(args).download(args.job_id, args.sparsity, args.out, timeout=args.timeout)
-    print(folder)
+    folder = _client(args).download(
+        args.job_id, args.sparsity, args.out, timeout=args.timeout, progress=not _option(args, "json")
+    )
+    if _option(args, "json"):
+        _print({"path": str(folder), "sparsity": args.sparsity})
+    else:
+        print(folder)
+    return 0
+
+
+@_guarded
+def run_select(args: argparse.Namespace) -> int:
+    bounds = {dest: getattr(args, dest) for _, dest, _ in BOUND_FLAGS if getattr(args, dest) is not None}
+    if not bounds:
+        flags = ", ".join(flag for flag, _, _ in BOUND_FLAGS)
+        print(f"error: give at least one bound ({flags})", file=sys.stderr)
+        return 2
+    client = _client(args)
+    chosen = client.select(args.job_id, bounds)
+    as_json = _option(args, "json")
+    if args.download is not None:
+        folder = client.download(
+            args.job_id, chosen["sparsity"], args.download, timeout=args.timeout, progress=not as_json
+        )
+        chosen["path"] = str(folder)
+    if as_json:
+        _print(chosen)
+        return 0
+    figures = chosen["figures"]
+    shown = [
+        f"{name} {figures[name]:.4g}"
+        for name in ("perplexity", "accuracy_ratio", "latency_ms")
+        if figures.get(name) is not None
+    ]
+    print(
+        f"{chosen['label']}  parameters {figures['parameters']:,}  "
+        + "  ".join(shown)
+        + f"  ({chosen['rule']})"
+    )
+    if "path" in chosen:
+        print(chosen["path"])
     return 0

@@ -228,8 +228,9 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         worker = subprocess.Popen(command, env=os.environ.copy(), start_new_session=True)
         broker = "redis" if settings.broker_url.startswith("redis") else "filesystem"
+        base = f"http://{args.host}:{args.port}"
         print(
-            f"GISP embedded: http://{args.host}:{args.port}/v1/docs  broker={broker}  state={args.state_dir}\n"
+            f"GISP embedded: console {base}/  API docs {base}/v1/docs  broker={broker}  state={args.state_dir}\n"
             f"API key (tenant 'local'): {key}",
             flush=True,
         )

@@ -23,6 +23,12 @@ from core.pruning_spec import Objective
 
 NAMED_TEXT_SETS = ("wikitext2", "c4")
 NAMED_ANSWER_SETS = ("gsm8k",)
+# The file each named text or answer set reads under the data folder (multiple-choice sets: core.data.tasks).
+NAMED_SET_FILES = {
+    "wikitext2": "wikitext-2/wiki.valid.tokens",
+    "c4": "c4/c4-train.00000-of-01024.first1000.jsonl",
+    "gsm8k": "gsm8k/train.jsonl",
+}
 
 
 class TextItem(BaseModel):
@@ -161,6 +167,18 @@ def load_calibration_items(
     return items[:limit] if limit else items
 
 
+def named_set_on_disk(name: str, data_dir: Path | None = None) -> bool:
+    """Whether a named set's files are in the data folder (a connected worker could still fetch it)."""
+    data_dir = data_dir or default_data_dir()
+    if name in NAMED_SET_FILES:
+        return (data_dir / NAMED_SET_FILES[name]).is_file()
+    from core.data.tasks import CALIBRATION_SPLIT, CMQA, calibration_tasks, has_split
+
+    if name == CMQA:
+        return bool(calibration_tasks(data_dir))
+    return name in _multiple_choice_task_names() and has_split(name, CALIBRATION_SPLIT, data_dir)
+
+
 def fingerprint(items: Sequence[CalibrationItem]) -> str:
     """sha256 of the items' canonical JSON: the same data gives the same fingerprint wherever it came from."""
     digest = hashlib.sha256()
@@ -184,12 +202,11 @@ def _multiple_choice_task_names() -> tuple[str, ...]:
 
 def _named_texts(name: str, data_dir: Path) -> list[str]:
     """Calibration text, never the evaluation split: WikiText-2 validation, or the C4 train prefix."""
+    path = data_dir / NAMED_SET_FILES[name]
     if name == "wikitext2":
-        path = data_dir / "wikitext-2" / "wiki.valid.tokens"
         if path.is_file():
             return _paragraphs(path.read_text(encoding="utf-8"))
         return _from_hub_datasets("wikitext", "wikitext-2-raw-v1", "validation", "text")
-    path = data_dir / "c4" / "c4-train.00000-of-01024.first1000.jsonl"
     if path.is_file():
         with path.open(encoding="utf-8") as handle:
             return [json.loads(line)["text"] for line in handle if line.strip()]
@@ -209,7 +226,7 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _gsm8k_train(data_dir: Path, limit: int | None) -> list[dict[str, str]]:
-    path = data_dir / "gsm8k" / "train.jsonl"
+    path = data_dir / NAMED_SET_FILES["gsm8k"]
     if not path.is_file():
         raise CalibrationError(f"GSM8K train split not found at {path}", field="calibration")
     items = []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from core.data.calibration import parse_calibration_bytes
 from core.db.base import new_id
 from core.db.models import CalibrationSet
+from core.jobs.crud import decode_cursor, encode_cursor
 from core.pruning_spec import Objective
 from core.storage import Storage, calibration_key
 
@@ -63,3 +64,24 @@ def get_calibration_set(*, session: Session, tenant_id: str, set_id: str) -> Cal
     return session.scalar(
         select(CalibrationSet).where(CalibrationSet.id == set_id, CalibrationSet.tenant_id == tenant_id)
     )
+
+
+def list_calibration_sets(
+    *, session: Session, tenant_id: str, objective: Objective | None, cursor: str | None, limit: int
+) -> tuple[list[CalibrationSet], str | None]:
+    """The tenant's uploads, newest first; the cursor is the (created_at, id) of the previous page's last."""
+    query = select(CalibrationSet).where(CalibrationSet.tenant_id == tenant_id)
+    if objective is not None:
+        query = query.where(CalibrationSet.objective == objective.value)
+    if cursor:
+        created_at, set_id = decode_cursor(cursor)
+        query = query.where(
+            or_(
+                CalibrationSet.created_at < created_at,
+                and_(CalibrationSet.created_at == created_at, CalibrationSet.id < set_id),
+            )
+        )
+    order = (CalibrationSet.created_at.desc(), CalibrationSet.id.desc())
+    records = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    last = records[limit - 1] if len(records) > limit else None
+    return records[:limit], encode_cursor(last.created_at, last.id) if last else None

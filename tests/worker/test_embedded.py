@@ -72,7 +72,7 @@ def test_embedded_server_with_cli_client(tmp_path: Path, service_dirs, tiny_mode
         folder = Path(downloaded.stdout.strip())
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
 
-        status = _gisp("jobs", "--url", url, "status", job_id, env=client_env)
+        status = _gisp("jobs", "--url", url, "status", job_id, "--json", env=client_env)
         assert '"status": "succeeded"' in status.stdout
         denied = _gisp("jobs", "--url", url, "status", job_id, env=client_env | {"GISP_API_KEY": "wrong"})
         assert denied.returncode == 2 and "unauthorized" in denied.stderr

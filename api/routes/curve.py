@@ -1,0 +1,185 @@
+"""A finished job's quality/size curve, choosing a point on it by constraint, and per-layer sizes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import ValidationError
+
+from api.deps import CurrentTenant, SessionDep, StorageDep
+from api.errors import APIError
+from api.routes.jobs import ERRORS, load_job
+from core.db.models import Job
+from core.jobs import crud
+from core.jobs.layers import BeyondTrajectory, counts_after, counts_from_manifest, dense_counts, step_for
+from core.jobs.selection import BOUNDS, NoBounds, NoPointQualifies, accuracy_ratio, select_point
+from core.jobs.states import CheckpointStatus, sparsity_label
+from core.schemas.curve import (
+    Curve,
+    LayerCounts,
+    LayersPublic,
+    SelectionBounds,
+    SelectionFigures,
+    SelectionPublic,
+)
+from core.schemas.errors import ErrorBody
+from core.storage import ObjectNotFound, Storage, StorageError, report_key, trajectory_key
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/jobs/{job_id}", tags=["selection"])
+MANIFEST = "gisp_manifest.json"
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no such job, or its report has no curve yet"}
+}
+
+
+def _json_object(storage: Storage, key: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(storage.get_bytes(key))
+    except ObjectNotFound:
+        return None
+    except StorageError:
+        raise APIError(503, "storage_unavailable", "object storage is unreachable; try again") from None
+    return data if isinstance(data, dict) else None
+
+
+def load_curve(storage: Storage, job: Job) -> Curve:
+    """The curve in the job's report.json, or 404 curve_not_ready."""
+    report = _json_object(storage, report_key(job.tenant_id, job.id))
+    raw = (report or {}).get("curve")
+    if not raw:
+        detail = "the job has no report yet" if report is None else "the job's report has no curve"
+        raise APIError(404, "curve_not_ready", detail)
+    try:
+        return Curve.model_validate(raw)
+    except ValidationError as error:
+        logger.error("job %s: malformed curve in its report: %s", job.id, error)
+        raise APIError(500, "invalid_curve", "the job's report holds a malformed curve") from None
+
+
+@router.get("/curve", response_model=Curve, responses={**ERRORS, **NOT_READY})
+def get_curve(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Curve:
+    """Perplexity, accuracy, latency and size of the dense model and every evaluated checkpoint."""
+    return load_curve(storage, load_job(session, tenant.id, job_id))
+
+
+def _bounds(values: dict[str, float | None]) -> SelectionBounds:
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise APIError(422, "validation_error", "must be a finite number above 0", field=name)
+    if all(value is None for value in values.values()):
+        names = ", ".join(b.name for b in BOUNDS)
+        raise APIError(422, "validation_error", f"give at least one bound: {names}", field="max_perplexity")
+    return SelectionBounds(**values)
+
+
+BoundQuery = Annotated[float | None, Query()]
+
+
+@router.get(
+    "/select",
+    response_model=SelectionPublic,
+    responses={
+        **ERRORS,
+        **NOT_READY,
+        409: {"model": ErrorBody, "description": "no_point_qualifies: the message names the closest point"},
+    },
+)
+def select(
+    job_id: str,
+    session: SessionDep,
+    storage: StorageDep,
+    tenant: CurrentTenant,
+    max_perplexity: BoundQuery = None,
+    max_latency_ms: BoundQuery = None,
+    min_accuracy_ratio: BoundQuery = None,
+    max_params: BoundQuery = None,
+) -> SelectionPublic:
+    """The checkpoint that meets the bounds: quality bounds alone pick the most pruned point meeting them;
+    a size or latency bound picks the least pruned point within every bound."""
+    bounds = _bounds(
+        {
+            "max_perplexity": max_perplexity,
+            "max_latency_ms": max_latency_ms,
+            "min_accuracy_ratio": min_accuracy_ratio,
+            "max_params": max_params,
+        }
+    )
+    job = load_job(session, tenant.id, job_id)
+    curve = load_curve(storage, job)
+    try:
+        chosen = select_point(curve, bounds)
+    except NoBounds as error:  # already refused above; kept so the two checks cannot drift apart silently
+        raise APIError(422, "validation_error", str(error), field="max_perplexity") from None
+    except NoPointQualifies as error:
+        missed = error.violations
+        worst = max(missed, key=missed.__getitem__) if missed else None
+        raise APIError(409, "no_point_qualifies", str(error), field=worst) from None
+    point = chosen.point
+    label = sparsity_label(point.sparsity)
+    return SelectionPublic(
+        sparsity=point.sparsity,
+        label=label,
+        figures=SelectionFigures(
+            parameters=point.parameters,
+            perplexity=point.perplexity,
+            latency_ms=point.latency_ms,
+            accuracy=point.accuracy,
+            accuracy_ratio=accuracy_ratio(point, curve.dense),
+        ),
+        rule=chosen.rule,
+        bounds=bounds,
+        download_url=f"/v1/jobs/{job.id}/checkpoints/{label}",
+    )
+
+
+@router.get(
+    "/layers",
+    response_model=LayersPublic,
+    responses={**ERRORS, 409: {"model": ErrorBody, "description": "sparsity beyond the trajectory"}},
+)
+def layers(
+    job_id: str,
+    session: SessionDep,
+    storage: StorageDep,
+    tenant: CurrentTenant,
+    sparsity: Annotated[float, Query(ge=0.0, lt=1.0)],
+) -> LayersPublic:
+    """Heads, KV heads and MLP channels per layer at a sparsity: the checkpoint's manifest where it is
+    materialised, else the trajectory replayed to the first step that reaches the sparsity."""
+    job = load_job(session, tenant.id, job_id)
+    trajectory = _json_object(storage, trajectory_key(job.tenant_id, job.id))
+    if trajectory is None:
+        raise APIError(404, "trajectory_not_ready", "the job has not recorded a step yet")
+    dense = LayerCounts(**dense_counts(trajectory).as_dict())
+    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=sparsity) if sparsity else None
+    if checkpoint is not None and checkpoint.status == CheckpointStatus.ready.value:
+        manifest = next((a for a in checkpoint.artifacts if a.name == MANIFEST), None)
+        data = _json_object(storage, manifest.key) if manifest is not None else None
+        if data is not None and "layers" in data:
+            counts = counts_from_manifest(data)
+            return LayersPublic(
+                sparsity=float(data.get("sparsity", checkpoint.sparsity)),
+                label=checkpoint.label,
+                source="manifest",
+                layout=checkpoint.layout,
+                layers=[LayerCounts(**c.as_dict()) for c in counts],
+                dense=dense,
+            )
+    try:
+        steps = step_for(trajectory, sparsity)
+    except BeyondTrajectory as error:
+        raise APIError(409, "sparsity_not_reached", str(error), field="sparsity") from None
+    reached = float(trajectory["steps"][steps - 1]["sparsity"]) if steps else 0.0
+    return LayersPublic(
+        sparsity=reached,
+        label=sparsity_label(reached) if steps else "dense",
+        source="trajectory",
+        layout="nonuniform",
+        layers=[LayerCounts(**c.as_dict()) for c in counts_after(trajectory, steps)],
+        dense=dense,
+    )
