@@ -41,18 +41,6 @@ def job_prefix(tenant_id: str, job_id: str) -> str:
     return f"{tenant_id}/jobs/{job_id}"
 
 
-def trajectory_key(tenant_id: str, job_id: str) -> str:
-    return f"{job_prefix(tenant_id, job_id)}/trajectory.json"
-
-
-def report_key(tenant_id: str, job_id: str, name: str = "report.json") -> str:
-    return f"{job_prefix(tenant_id, job_id)}/{name}"
-
-
-def checkpoint_prefix(tenant_id: str, job_id: str, label: str) -> str:
-    return f"{job_prefix(tenant_id, job_id)}/checkpoints/{label}"
-
-
 def calibration_key(tenant_id: str, set_id: str) -> str:
     return f"{tenant_id}/calibration/{set_id}/data.jsonl"
 

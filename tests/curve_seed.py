@@ -22,26 +22,51 @@ def job_tenant(settings: Settings, job_id: str) -> str:
         return job.tenant_id
 
 
-def read_report(settings: Settings, job_id: str) -> dict[str, Any] | None:
-    from core.storage import ObjectNotFound, get_storage, report_key
+def _report_row(settings: Settings, job_id: str) -> str | None:
+    from core.db.session import session_scope
+    from core.jobs.fencing import artifact_key
 
-    try:
-        return json.loads(get_storage(settings).get_bytes(report_key(job_tenant(settings, job_id), job_id)))
-    except ObjectNotFound:
-        return None
+    with session_scope(settings) as session:
+        return artifact_key(session=session, job_id=job_id, kind="report", name="report.json")
+
+
+def read_report(settings: Settings, job_id: str) -> dict[str, Any] | None:
+    from core.storage import get_storage
+
+    key = _report_row(settings, job_id)
+    return None if key is None else json.loads(get_storage(settings).get_bytes(key))
 
 
 def write_curve(settings: Settings, job_id: str, curve: dict[str, Any] | None) -> None:
-    """Add (or with None, remove) the curve of the job's report, keeping whatever else the report holds."""
-    from core.storage import get_storage, report_key
+    """Add (or with None, remove) the curve of the job's report, keeping whatever else the report holds.
+
+    Written as a worker would: a new object, and the job's report row pointed at it.
+    """
+    from sqlalchemy import select
+
+    from core.db.models import Artifact
+    from core.db.session import session_scope
+    from core.storage import get_storage, job_prefix
 
     report = read_report(settings, job_id) or {}
     if curve is None:
         report.pop("curve", None)
     else:
         report["curve"] = curve
-    key = report_key(job_tenant(settings, job_id), job_id)
-    get_storage(settings).put_bytes(key, json.dumps(report).encode(), content_type="application/json")
+    key = f"{job_prefix(job_tenant(settings, job_id), job_id)}/report/seeded/report.json"
+    stored = get_storage(settings).put_bytes(
+        key, json.dumps(report).encode(), content_type="application/json"
+    )
+    with session_scope(settings) as session:
+        row = session.scalar(
+            select(Artifact).where(
+                Artifact.job_id == job_id, Artifact.kind == "report", Artifact.name == "report.json"
+            )
+        )
+        if row is None:
+            row = Artifact(job_id=job_id, kind="report", name="report.json")
+            session.add(row)
+        row.key, row.sha256, row.size_bytes = stored.key, stored.sha256, stored.size
 
 
 def curve_from_report(report: dict[str, Any]) -> dict[str, Any]:

@@ -187,11 +187,14 @@ class JobRun:
         logger.info("job %s %s%s", self.job_id, status.value, f" ({code})" if code else "")
         return Outcome(status.value)
 
-    def _release(self, reason: str) -> None:
+    def _release(self, reason: str) -> bool:
+        """Give the job back to the queue; False if the database is what failed (the retry reclaims it)."""
         try:
             with session_scope(self.settings) as session:
                 crud.release_job(session=session, job_id=self.job_id, lease=self._lease(), reason=reason)
-        except Exception:  # the database itself may be what failed: the reaper will re-queue the job
+        except Exception:
             logger.warning(
-                "could not release job %s; the reaper will re-queue it", self.job_id, exc_info=True
+                "could not release job %s; its retry will take it back", self.job_id, exc_info=True
             )
+            return False
+        return True

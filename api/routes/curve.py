@@ -9,12 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, StorageDep
 from api.errors import APIError
 from api.routes.jobs import ERRORS, load_job
 from core.db.models import Job
-from core.jobs import crud
+from core.jobs import crud, fencing
 from core.jobs.layers import BeyondTrajectory, counts_after, counts_from_manifest, dense_counts, step_for
 from core.jobs.selection import BOUNDS, NoBounds, NoPointQualifies, accuracy_ratio, select_point
 from core.jobs.states import CheckpointStatus, sparsity_label
@@ -27,7 +28,7 @@ from core.schemas.curve import (
     SelectionPublic,
 )
 from core.schemas.errors import ErrorBody
-from core.storage import ObjectNotFound, Storage, StorageError, report_key, trajectory_key
+from core.storage import ObjectNotFound, Storage, StorageError
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/jobs/{job_id}", tags=["selection"])
@@ -37,7 +38,9 @@ NOT_READY: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _json_object(storage: Storage, key: str) -> dict[str, Any] | None:
+def _json_object(storage: Storage, key: str | None) -> dict[str, Any] | None:
+    if key is None:
+        return None
     try:
         data = json.loads(storage.get_bytes(key))
     except ObjectNotFound:
@@ -47,9 +50,14 @@ def _json_object(storage: Storage, key: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_curve(storage: Storage, job: Job) -> Curve:
+def _artifact(session: Session, storage: Storage, job: Job, kind: str, name: str) -> dict[str, Any] | None:
+    """A JSON artifact of the job, through the row that points at its current object."""
+    return _json_object(storage, fencing.artifact_key(session=session, job_id=job.id, kind=kind, name=name))
+
+
+def load_curve(session: Session, storage: Storage, job: Job) -> Curve:
     """The curve in the job's report.json, or 404 curve_not_ready."""
-    report = _json_object(storage, report_key(job.tenant_id, job.id))
+    report = _artifact(session, storage, job, "report", "report.json")
     raw = (report or {}).get("curve")
     if not raw:
         detail = "the job has no report yet" if report is None else "the job's report has no curve"
@@ -64,7 +72,7 @@ def load_curve(storage: Storage, job: Job) -> Curve:
 @router.get("/curve", response_model=Curve, responses={**ERRORS, **NOT_READY})
 def get_curve(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Curve:
     """Perplexity, accuracy, latency and size of the dense model and every evaluated checkpoint."""
-    return load_curve(storage, load_job(session, tenant.id, job_id))
+    return load_curve(session, storage, load_job(session, tenant.id, job_id))
 
 
 def _bounds(values: dict[str, float | None]) -> SelectionBounds:
@@ -110,7 +118,7 @@ def select(
         }
     )
     job = load_job(session, tenant.id, job_id)
-    curve = load_curve(storage, job)
+    curve = load_curve(session, storage, job)
     try:
         chosen = select_point(curve, bounds)
     except NoBounds as error:  # already refused above; kept so the two checks cannot drift apart silently
@@ -152,7 +160,7 @@ def layers(
     """Heads, KV heads and MLP channels per layer at a sparsity: the checkpoint's manifest where it is
     materialised, else the trajectory replayed to the first step that reaches the sparsity."""
     job = load_job(session, tenant.id, job_id)
-    trajectory = _json_object(storage, trajectory_key(job.tenant_id, job.id))
+    trajectory = _artifact(session, storage, job, "trajectory", "trajectory.json")
     if trajectory is None:
         raise APIError(404, "trajectory_not_ready", "the job has not recorded a step yet")
     dense = LayerCounts(**dense_counts(trajectory).as_dict())

@@ -8,9 +8,9 @@ import tarfile
 import httpx
 import pytest
 
-from tests.curve_seed import curve_from_report, job_tenant, read_report, write_curve
+from tests.curve_seed import curve_from_report, read_report, write_curve
 from tests.sse_reader import Stream, messages
-from tests.worker.conftest import wait_for_job
+from tests.worker.conftest import stored_trajectory, wait_for_job
 
 pytestmark = pytest.mark.services
 
@@ -89,7 +89,6 @@ def test_layers_curve_selection_and_download_of_a_real_run(
     worker, client_factory, tiny_model: str, service_settings
 ) -> None:
     from core.engine.trajectory import Trajectory
-    from core.storage import get_storage, trajectory_key
 
     client = client_factory("select-worker")
     body = {
@@ -107,10 +106,7 @@ def test_layers_curve_selection_and_download_of_a_real_run(
 
     # Per-layer sizes: the manifest of a ready checkpoint, and the trajectory replayed between targets, both
     # against the engine's own replay of the stored trajectory.
-    raw = get_storage(service_settings).get_bytes(
-        trajectory_key(job_tenant(service_settings, job_id), job_id)
-    )
-    trajectory = Trajectory.from_json(raw.decode())
+    trajectory = Trajectory.from_dict(stored_trajectory(service_settings, job_id))
     target = client.get(f"/v1/jobs/{job_id}/layers", params={"sparsity": 0.4}).json()
     assert target["source"] == "manifest"
     assert [dict(x) for x in target["layers"]] == trajectory.state_at(0.4).counts()
