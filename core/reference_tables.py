@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import re
 import sys
+import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,15 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation)).replace("SecretStr", "secret")
 
 
+def _optional_of(annotation: Any) -> Any:
+    """``X | None`` → X; anything else unchanged."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
 def _default(field: FieldInfo) -> str:
     if field.is_required():
         return "required"
@@ -64,8 +74,10 @@ def _cell(text: str | None) -> str:
 def _rows(model: type[BaseModel], prefix: str = "") -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
-        nested = field.annotation
+        nested = _optional_of(field.annotation)
         if isinstance(nested, type) and issubclass(nested, BaseModel):
+            if field.default is None:
+                rows.append(f"| `{prefix}{name}` | object | — | {_cell(field.description)} |")
             rows += _rows(nested, f"{prefix}{name}.")
             continue
         rows.append(

@@ -89,6 +89,9 @@ class StorageSink:
             )
         logger.info("checkpoint %s of %s ready (%d files)", label, context.job_id, len(uploaded))
 
+    def has_checkpoint(self, sparsity: float) -> bool:
+        return checkpoint_is_ready(self.context, sparsity)
+
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None:
         context = self.context
         prefix = f"{self.prefix}/report/{context.fence.token}"

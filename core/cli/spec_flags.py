@@ -84,12 +84,23 @@ def add_spec_flags(
         if name in skip:
             continue
         nested = _plain_type(field.annotation)
-        if name == NESTED and isinstance(nested, type) and issubclass(nested, BaseModel):
-            group = parser.add_argument_group("experimental options", nested.__doc__)
-            for inner, inner_field in nested.model_fields.items():
-                _add(group, inner, inner_field, dest=f"{NESTED}.{inner}")
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            _add_group(parser, name, field, nested)
             continue
         _add(parser, name, field)
+
+
+def _add_group(parser: argparse.ArgumentParser, name: str, field: FieldInfo, nested: type[BaseModel]) -> None:
+    """A nested object's fields as a group of flags: ``experimental`` options keep their own names; any
+    other object's are prefixed with its name, and ``--NAME`` alone asks for it with its defaults."""
+    group = parser.add_argument_group(f"{name} options", (nested.__doc__ or "").strip().split("\n\n")[0])
+    if name != NESTED:
+        group.add_argument(
+            _flag(name), action="store_true", default=argparse.SUPPRESS, dest=f"{name}.", help=_help(field)
+        )
+    for inner, inner_field in nested.model_fields.items():
+        flag = inner if name == NESTED else f"{name}_{inner}"
+        _add(group, flag, inner_field, dest=f"{name}.{inner}")
 
 
 def spec_values(
@@ -99,11 +110,16 @@ def spec_values(
     values: dict[str, Any] = {}
     given = vars(args)
     for name in spec.model_fields:
-        if name in given and name not in skip:
+        if name in given and name not in skip and "." not in name:
             values[name] = given[name]
-    nested = {key.split(".", 1)[1]: value for key, value in given.items() if key.startswith(f"{NESTED}.")}
-    if nested:
-        values[NESTED] = nested
+    for key, value in given.items():
+        if "." in key:
+            group, inner = key.split(".", 1)
+            if group in skip:
+                continue
+            values.setdefault(group, {})
+            if inner:  # "--curve" alone: the object with its defaults
+                values[group][inner] = value
     return values
 
 

@@ -18,15 +18,17 @@ from torch import nn
 from core.data.calibration import CalibrationItem
 from core.engine.architectures import family_of
 from core.engine.loading import LoadedModel
-from core.engine.materialize import materialize_model
+from core.engine.materialize import checkpoint_at, materialize_model
 from core.engine.objectives import DEFAULT_BATCH_SIZE
 from core.engine.pruner import prune
 from core.engine.trajectory import StepRecord, Trajectory
 from core.jobs.states import Phase
+from core.pipeline.curve import CurveMeter, points_to_measure
 from core.pipeline.evaluation import Evaluator, loss_plot, trajectory_summary
 from core.pipeline.progress import PhaseProgress, ProgressTracker
 from core.pipeline.sink import Sink
 from core.pruning_spec import Layout, PruneSettings, fit_to_layout
+from core.schemas.jobs import CurveRequest
 
 
 class RunSpec(Protocol):
@@ -34,6 +36,7 @@ class RunSpec(Protocol):
 
     layout: Layout
     evaluations: list[str]
+    curve: CurveRequest | None
 
     def engine_settings(self) -> PruneSettings: ...
 
@@ -69,6 +72,7 @@ class Run:
     sink: Sink
     tracker: ProgressTracker
     evaluator: Evaluator
+    curve: CurveMeter | None = None
     checkpoints: list[float] = field(default_factory=list)
 
 
@@ -81,7 +85,8 @@ def run_pipeline(
     hooks: RunHooks | None = None,
     resume: Trajectory | None = None,
 ) -> Trajectory:
-    """Prune to every target (resuming ``resume``), then build, store and evaluate each target checkpoint.
+    """Prune to every target (resuming ``resume``), then build, store and evaluate each target checkpoint,
+    measure the curve if asked, and write the report.
 
     Returns the trajectory; an incomplete one means ``should_stop`` stopped the run before its last step.
     """
@@ -97,32 +102,63 @@ def run_pipeline(
     settings = fit_to_layout(settings, family_of(loaded.model.config), spec.layout)
     tracker.unit_done()
     evaluator = Evaluator(list(spec.evaluations), loaded.tokenizer, options.device, options.data_dir)
-    run = Run(loaded, items, sink, tracker, evaluator)
-    if evaluator.active:  # first, so the ETA knows what an evaluation costs from the start
-        _evaluate(run, 0.0, loaded.model)
+    curve = (
+        None
+        if spec.curve is None
+        else CurveMeter(spec.curve, loaded.tokenizer, options.device, options.data_dir)
+    )
+    run = Run(loaded, items, sink, tracker, evaluator, curve)
+    _evaluate(run, 0.0, loaded.model)  # first, so the ETA knows what an evaluation costs from the start
     trajectory = _prune(run, settings, options, hooks, resume)
     if not trajectory.is_complete:
         return trajectory
-    for sparsity in settings.sparsities:
-        model = build_checkpoint(run, trajectory, sparsity, spec.layout, is_target=True)
-        _evaluate(run, sparsity, model)
-        del model
+    _targets_and_curve(run, trajectory, settings.sparsities, spec)
     tracker.start(Phase.uploading)
     report, files = job_report(trajectory, settings.sparsities, evaluator)
+    if curve is not None:
+        report["curve"] = curve.to_dict()
     sink.save_report(report, files)
     tracker.unit_done()
     tracker.start(Phase.done)
     return trajectory
 
 
+def _targets_and_curve(run: Run, trajectory: Trajectory, targets: list[float], spec: RunSpec) -> None:
+    """Build and evaluate every target (a target stored by an earlier attempt is only evaluated), then the
+    curve's other points, each built in memory as it would be downloaded."""
+    points = [] if run.curve is None else points_to_measure(trajectory, targets, spec.curve)
+    run.tracker.units[Phase.evaluating] = (1 + len(targets)) * run.evaluator.active + (
+        1 + len(points)
+    ) * bool(run.curve)
+    for sparsity in targets:
+        stored = run.sink.has_checkpoint(sparsity)
+        if stored and not run.evaluator.active and not (run.curve and round(sparsity, 4) in points):
+            run.tracker.unit_done()
+            continue
+        model: nn.Module
+        if stored:
+            _, model = checkpoint_at(run.loaded, trajectory, sparsity, spec.layout, run.items)
+        else:
+            model = build_checkpoint(run, trajectory, sparsity, spec.layout, is_target=True)
+        _evaluate(run, sparsity, model, curve_point=round(sparsity, 4) in points)
+        del model
+    for sparsity in points:
+        if any(round(target, 4) == sparsity for target in targets):
+            continue
+        _, model = checkpoint_at(run.loaded, trajectory, sparsity, spec.layout, run.items)
+        _evaluate(run, sparsity, model, curve_point=True, report=False)
+        del model
+
+
 def _units(settings: PruneSettings, spec: RunSpec) -> dict[Phase, int]:
     targets = len(settings.sparsities)
+    curve = 0 if spec.curve is None else spec.curve.points
     return {
         Phase.loading: 1,
         Phase.pruning: len(settings.sparsities)
         + settings.step_count,  # an upper bound until the schedule is known
         Phase.building_checkpoints: targets,
-        Phase.evaluating: (1 + targets) if spec.evaluations else 0,
+        Phase.evaluating: (1 + targets) * bool(spec.evaluations) + curve,
         Phase.uploading: 1,
     }
 
@@ -167,11 +203,20 @@ def build_checkpoint(
     return model
 
 
-def _evaluate(run: Run, sparsity: float, model: nn.Module) -> None:
-    if not run.evaluator.active:
+def _evaluate(
+    run: Run, sparsity: float, model: nn.Module, *, curve_point: bool = True, report: bool = True
+) -> None:
+    """The job's evaluations (``report``) and the curve's measurement (``curve_point``) of one model."""
+    evaluations = report and run.evaluator.active
+    measure = curve_point and run.curve is not None
+    if not (evaluations or measure):
         return
     run.tracker.start(Phase.evaluating)
-    run.evaluator.evaluate(sparsity, model)
+    if evaluations:
+        run.evaluator.evaluate(sparsity, model)
+    if measure:
+        assert run.curve is not None
+        run.curve.measure(model, sparsity)
     run.tracker.unit_done()
 
 

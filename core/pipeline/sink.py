@@ -28,6 +28,10 @@ class Sink(Protocol):
         """Store a materialised checkpoint folder (the caller deletes it afterwards)."""
         ...
 
+    def has_checkpoint(self, sparsity: float) -> bool:
+        """Whether a checkpoint at ``sparsity`` is stored already (by an earlier attempt of the run)."""
+        ...
+
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None: ...
 
 
@@ -50,6 +54,9 @@ class FolderSink:
             shutil.rmtree(target)
         shutil.copytree(folder, target)
         self.checkpoints.append(target)
+
+    def has_checkpoint(self, sparsity: float) -> bool:
+        return False  # a command-line run writes every checkpoint afresh
 
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None:
         (self.out / "report.json").write_text(json.dumps(report, indent=1))

@@ -117,6 +117,31 @@ class CalibrationRef(BaseModel):
 MetadataValue = str | int | float | bool | None
 
 
+class CurveRequest(BaseModel):
+    """Measure the trajectory at many points after pruning, so a point can later be chosen by a bound
+    (``GET /v1/jobs/{id}/select``) without pruning again.
+
+    Each point is measured on the checkpoint as it would be downloaded (refitted when the run refits), on
+    WikiText-2 test text, which calibration never reads.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    points: int = Field(
+        8, ge=2, le=64, description="points measured, evenly spaced in sparsity up to the largest target"
+    )
+    perplexity_windows: int = Field(
+        32, ge=1, le=4096, description="WikiText-2 test windows of 128 tokens each point's perplexity reads"
+    )
+    cmqa_limit: int | None = Field(
+        None,
+        ge=1,
+        le=5000,
+        description="if set, CMQA accuracy (and its ratio to dense) on this many items a task",
+    )
+    latency: bool = Field(False, description="also time each point's forward pass over 128 tokens, batch 1")
+
+
 class RunSettings(PruneSettings):
     """A run's settings as the command line and a job share them: the engine's, plus what it reports."""
 
@@ -132,6 +157,10 @@ class RunSettings(PruneSettings):
         max_length=16,
         description="evaluations of the dense model and every target: " + ", ".join(EVALUATIONS),
         examples=[["perplexity"]],
+    )
+
+    curve: CurveRequest | None = Field(
+        None, description="measure the trajectory at many points after pruning, for selection by a bound"
     )
 
     @field_validator("evaluations")

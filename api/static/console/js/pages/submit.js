@@ -40,6 +40,7 @@ export function renderSubmit(main) {
   const samples = h("input", { type: "text", name: "samples", inputmode: "numeric", dataset: { field: "samples" } });
   const seqLen = h("input", { type: "text", name: "seq_len", inputmode: "numeric", dataset: { field: "seq_len" } });
   const evaluations = h("input", { type: "text", name: "evaluations", placeholder: "perplexity, efficiency", dataset: { field: "evaluations" } });
+  const curvePoints = h("input", { type: "text", name: "curve_points", inputmode: "numeric", value: "8", dataset: { field: "curve.points" } });
   const submit = h("button", { type: "submit" }, "Submit job");
   const status = h("p", { class: "muted", role: "status" });
   const hubField = field("Hub model (optional)", hubModel, "org/name; used instead of the local model when given.");
@@ -74,6 +75,7 @@ export function renderSubmit(main) {
       field("Steps", steps, "Iterative steps up to the largest target (blank: engine default)."),
       field("Layout", layout),
       field("Evaluations", evaluations, "Comma-separated, e.g. perplexity, efficiency, boolq (blank: none)."),
+      field("Curve points", curvePoints, "Checkpoints measured along the trajectory, to choose one by a bound later (blank: none)."),
     ),
     h("div", { class: "actions" }, submit),
     status,
@@ -170,6 +172,8 @@ export function renderSubmit(main) {
         const value = optionalInt(input);
         if (value !== undefined) body[name] = value;
       }
+      const points = optionalInt(curvePoints);
+      if (points !== undefined) body.curve = { points };
       status.textContent = "Submitting…";
       const job = await post("/v1/jobs", { json: body });
       location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
