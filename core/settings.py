@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         SecretStr(DEFAULT_S3_SECRET), description="S3 secret key (a development default)"
     )
     s3_create_bucket: bool = Field(False, description="create the bucket on first use (dev and tests)")
+    s3_timeout_s: float = Field(
+        60.0, gt=0.0, le=3600.0, description="a storage call that gets no answer this long fails (and is retried)"
+    )
     multipart_threshold_bytes: int = Field(
         64 * 1024**2, ge=5 * 1024**2, description="uploads above this go multipart"
     )

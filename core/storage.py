@@ -184,8 +184,8 @@ class S3Storage:
             aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
             config=Config(
                 retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
+                connect_timeout=min(5.0, settings.s3_timeout_s),
+                read_timeout=settings.s3_timeout_s,
                 max_pool_connections=50,
             ),
         )

@@ -18,7 +18,11 @@ from core.settings import Settings
 
 
 def load(model: ModelRef, settings: Settings) -> Any:
-    """Load the job's base model; ``local/<name>`` resolves only inside GISP_MODELS_DIR."""
+    """Load the job's base model; ``local/<name>`` resolves only inside GISP_MODELS_DIR.
+
+    A local model is known to the job, its report and its errors by its reference, never by the operator's
+    path: the identity and any message name ``local/<name>``.
+    """
     from core.engine.loading import load_model
 
     if model.is_local:
@@ -32,14 +36,20 @@ def load(model: ModelRef, settings: Settings) -> Any:
         raise UserInputError("hub models are disabled on this server", field="model.id", code="hub_disabled")
     else:
         ref = model.id
-    return load_model(
-        ref,
-        revision=model.revision,
-        dtype=settings.worker_dtype,
-        device=settings.worker_device,
-        allow_pickle=False,
-        allow_remote_code=settings.allow_remote_code,
-    )
+    try:
+        loaded = load_model(
+            ref,
+            revision=model.revision,
+            dtype=settings.worker_dtype,
+            device=settings.worker_device,
+            allow_pickle=False,
+            allow_remote_code=settings.allow_remote_code,
+        )
+    except UserInputError as error:
+        message = error.message.replace(str(ref), model.id).replace(str(settings.models_dir), "local")
+        raise UserInputError(message, field="model.id", code=error.code) from None
+    loaded.identity.update(id=model.id, ref=model.id)
+    return loaded
 
 
 def calibration_items(source: str | Path, objective: Objective, settings: Settings, seed: int) -> list[Any]:

@@ -118,18 +118,22 @@ def _cancel_queued_jobs(service_env: dict[str, str]) -> None:
         session.execute(update(Job).where(Job.status == "queued").values(status="cancelled"))
 
 
-@pytest.fixture(scope="session")
-def named_sets(service_dirs: dict[str, Path]) -> None:
+def write_named_sets(data: Path) -> None:
     """Stand-in WikiText-2 files: validation for the named calibration set, test for perplexity reports."""
-    folder = service_dirs["data"] / "wikitext-2"
-    folder.mkdir(exist_ok=True)
+    folder = data / "wikitext-2"
+    folder.mkdir(parents=True, exist_ok=True)
     articles = [
         f" = Article {i} = \n\n " + " ".join(CORPUS[i % 4 :] + CORPUS[: i % 4]) + " \n" for i in range(8)
     ]
     (folder / "wiki.valid.tokens").write_text("\n".join(articles), encoding="utf-8")
-    raw = service_dirs["data"] / "wikitext-2-raw"
+    raw = data / "wikitext-2-raw"
     raw.mkdir(exist_ok=True)
     (raw / "wiki.test.raw").write_text("\n".join(reversed(articles)), encoding="utf-8")
+
+
+@pytest.fixture(scope="session")
+def named_sets(service_dirs: dict[str, Path]) -> None:
+    write_named_sets(service_dirs["data"])
 
 
 @pytest.fixture(scope="session")

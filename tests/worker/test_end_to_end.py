@@ -29,7 +29,7 @@ def _extract(archive: bytes, into: Path) -> Path:
     return folder
 
 
-def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path) -> None:
+def test_job_end_to_end(worker, client_factory, tiny_model: str, service_dirs, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -99,6 +99,13 @@ def test_job_end_to_end(worker, client_factory, tiny_model: str, tmp_path: Path)
     report = client.get(f"/v1/jobs/{job['id']}/report")
     assert report.status_code == 200
     assert len(report.json()["trajectory"]["steps"]) == 4
+    # the operator's folders never reach a tenant: the model is known by its reference
+    assert report.json()["trajectory"]["base_model"]["id"] == tiny_model
+    assert str(service_dirs["models"]) not in report.text
+    assert (
+        str(service_dirs["models"])
+        not in client.get(f"/v1/jobs/{job['id']}/layers", params={"sparsity": 0.3}).text
+    )
     evaluated = report.json()["evaluation"]
     assert [r["sparsity"] for r in evaluated["results"]] == [0.0, 0.15, 0.3], evaluated
     assert all(r["metrics"]["perplexity"]["perplexity"] > 1 for r in evaluated["results"])
