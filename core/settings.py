@@ -31,13 +31,14 @@ class Settings(BaseSettings):
 
     # Persistence and messaging.
     database_url: str = Field(
-        "sqlite:///./gisp.db", description="SQLAlchemy URL (`postgresql+psycopg://…` in production)"
+        "sqlite:///.gisp/gisp.db",
+        description="SQLAlchemy URL (`postgresql+psycopg://…` in production); the default is the embedded state's",
     )
     database_pool_size: int = Field(10, ge=1, le=200, description="connections kept per process")
     database_max_overflow: int = Field(30, ge=0, le=500, description="extra connections under load")
     broker_url: str = Field("redis://127.0.0.1:6379/0", description="Celery broker")
     broker_dir: Path = Field(
-        Path("./.gisp-broker"), description="message folder when GISP_BROKER_URL is filesystem:// (embedded)"
+        Path(".gisp/broker"), description="message folder when GISP_BROKER_URL is filesystem:// (embedded)"
     )
     task_queue: str = Field("gpu", min_length=1, description="Celery queue the GPU workers consume")
 
@@ -45,7 +46,7 @@ class Settings(BaseSettings):
     storage_backend: Literal["s3", "local"] = Field(
         "s3", description="`s3`, or `local` (a folder: embedded mode)"
     )
-    storage_dir: Path = Field(Path("./.gisp-storage"), description="the object store's folder when local")
+    storage_dir: Path = Field(Path(".gisp/storage"), description="the object store's folder when local")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); unset: AWS")
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_bucket: str = Field("gisp", description="one bucket, a prefix per tenant")
@@ -57,7 +58,10 @@ class Settings(BaseSettings):
     )
     s3_create_bucket: bool = Field(False, description="create the bucket on first use (dev and tests)")
     s3_timeout_s: float = Field(
-        60.0, gt=0.0, le=3600.0, description="a storage call that gets no answer this long fails (and is retried)"
+        60.0,
+        gt=0.0,
+        le=3600.0,
+        description="a storage call that gets no answer this long fails (and is retried)",
     )
     multipart_threshold_bytes: int = Field(
         64 * 1024**2, ge=5 * 1024**2, description="uploads above this go multipart"

@@ -110,9 +110,14 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def _check_model_reference(reference: str) -> None:
-    """A reference that looks like a path must exist: it is never retried as a hub id."""
+    """A reference that names a local path must exist: it is never retried as a hub id. ``models/smolm2``
+    is a path (a folder ``models`` is here), ``HuggingFaceTB/SmolLM2-135M`` a hub id."""
+    first = reference.split("/", 1)[0]
     looks_like_path = (
-        reference.startswith((".", "/", "~")) or reference.endswith(".gguf") or reference.count("/") != 1
+        reference.startswith((".", "/", "~"))
+        or reference.endswith(".gguf")
+        or reference.count("/") != 1
+        or Path(first).expanduser().is_dir()
     )
     if looks_like_path and not Path(reference).expanduser().exists():
         raise UserInputError(f"no model at '{reference}' (a local folder or .gguf file)", field="model")

@@ -62,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # a bug or an environment problem: one line, the traceback only with -v
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        detail = str(error).splitlines()[0][:300] if str(error) else ""
+        print(f"error: {type(error).__name__}: {detail} (rerun with -v for details)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

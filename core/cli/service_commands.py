@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from core.cli import client
@@ -52,14 +53,19 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     downgrade.add_argument("revision", nargs="?", default="-1")
     downgrade.set_defaults(handler=run_db_downgrade)
 
-    keys = subparsers.add_parser("keys", help="API keys")
+    keys = subparsers.add_parser(
+        "keys", help="API keys (in GISP_DATABASE_URL, else the embedded state's database, as `serve` uses)"
+    )
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="create a key for a tenant and print it (shown once)")
     create.add_argument("--tenant", required=True)
-    create.set_defaults(handler=run_keys_create)
     revoke = key_commands.add_parser("revoke", help="revoke a key")
     revoke.add_argument("key")
-    revoke.set_defaults(handler=run_keys_revoke)
+    for command, handler in ((create, run_keys_create), (revoke, run_keys_revoke)):
+        command.add_argument(
+            "--state-dir", type=Path, default=Path(".gisp"), help="the embedded server's state folder"
+        )
+        command.set_defaults(handler=handler)
 
     client.add_parsers(subparsers)
 
@@ -83,11 +89,23 @@ def run_db_downgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_settings(state_dir: Path) -> Any:
+    """The database the server reads keys from: GISP_DATABASE_URL, else the embedded state's (migrated)."""
+    from core.db.migrate import upgrade
+    from core.settings import Settings, get_settings
+
+    if os.environ.get("GISP_DATABASE_URL"):
+        return get_settings()
+    settings = Settings(database_url=f"sqlite:///{state_dir.resolve() / 'gisp.db'}")
+    upgrade(settings.database_url)  # a no-op when `gisp serve --embedded` created it already
+    return settings
+
+
 def run_keys_create(args: argparse.Namespace) -> int:
     from core.db.session import session_scope
     from core.jobs.tenants import create_api_key
 
-    with session_scope() as session:
+    with session_scope(_keys_settings(args.state_dir)) as session:
         key, _ = create_api_key(session=session, tenant_name=args.tenant)
     print(key)
     return 0
@@ -97,7 +115,7 @@ def run_keys_revoke(args: argparse.Namespace) -> int:
     from core.db.session import session_scope
     from core.jobs.tenants import revoke_api_key
 
-    with session_scope() as session:
+    with session_scope(_keys_settings(args.state_dir)) as session:
         revoked = revoke_api_key(session=session, key=args.key)
     if not revoked:
         print("error: no active key matches", file=sys.stderr)

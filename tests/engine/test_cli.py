@@ -166,3 +166,32 @@ def test_score_flag_reaches_the_settings() -> None:
 
     assert parsed().score is Score.taylor
     assert parsed("--score", "fisher").score is Score.fisher
+
+
+def test_a_mistyped_local_path_is_one_line_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models/smolm2` beside a `models` folder is a path that does not exist, not a hub id to retry."""
+    (tmp_path / "models" / "smollm2").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    code = main(["prune", "models/smolm2", "--calibration", "wikitext2", "--sparsities", "0.2", "--out", "x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no model at 'models/smolm2'" in err
+
+
+def test_an_unexpected_failure_is_one_line_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"not a database")
+    monkeypatch.setenv("GISP_DATABASE_URL", f"sqlite:///{empty}")
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    try:
+        code = main(["keys", "create", "--tenant", "t"])
+    finally:
+        get_settings.cache_clear()
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err

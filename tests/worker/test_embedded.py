@@ -18,11 +18,11 @@ pytestmark = pytest.mark.services
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _gisp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _gisp(*args: str, env: dict[str, str], cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "core.cli.main", *args],
         env=env,
-        cwd=REPO,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=180,
@@ -31,7 +31,7 @@ def _gisp(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_embedded_server_with_cli_client(tmp_path: Path, service_dirs, tiny_model: str, named_sets) -> None:
     port = free_port()
-    state = tmp_path / "state"
+    state = tmp_path / ".gisp"  # the default state folder, in the folder the commands run from
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("GISP_")},
         "GISP_MODELS_DIR": str(service_dirs["models"]),
@@ -39,9 +39,8 @@ def test_embedded_server_with_cli_client(tmp_path: Path, service_dirs, tiny_mode
     }
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "core.cli.main", "serve", "--embedded", "--port", str(port),
-         "--state-dir", str(state), "--broker", "filesystem"],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [sys.executable, "-m", "core.cli.main", "serve", "--embedded", "--port", str(port), "--broker", "filesystem"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
@@ -76,6 +75,12 @@ def test_embedded_server_with_cli_client(tmp_path: Path, service_dirs, tiny_mode
         assert '"status": "succeeded"' in status.stdout
         denied = _gisp("jobs", "--url", url, "status", job_id, env=client_env | {"GISP_API_KEY": "wrong"})
         assert denied.returncode == 2 and "unauthorized" in denied.stderr
+
+        # `gisp keys create` beside the running server writes where the server reads: the new key works.
+        created = _gisp("keys", "create", "--tenant", "acme", env=env, cwd=tmp_path)
+        assert created.returncode == 0, created.stderr
+        listed = httpx.get(f"{url}/v1/jobs", headers={"Authorization": f"Bearer {created.stdout.strip()}"})
+        assert listed.status_code == 200 and listed.json()["data"] == []
     finally:
         server.send_signal(signal.SIGTERM)
         try:
