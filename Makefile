@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -c "from core.assets import smollm2_gguf; smollm2_gguf()"  # the embedded model, cached once
 	touch $@
 
 demo: setup  ## the main job on the embedded default: SmolLM2-135M, WikiText-2, two sparsities

@@ -139,8 +139,6 @@ class JobRun:
                 ),
             )
         self.cancel_seen = self.cancel_seen or status is JobStatus.cancelling
-        if self.settings.debug_step_delay_s and record.index < record.total_steps:
-            time.sleep(self.settings.debug_step_delay_s)
 
     def _on_progress(self, progress: Any) -> None:
         """A phase began or a unit of it ended: recorded with the job's ETA; checked against the lease."""
@@ -163,6 +161,9 @@ class JobRun:
             status = crud.current_status(session=session, job_id=self.job_id, lease=self._lease())
         if status is JobStatus.cancelling:
             self.cancel_seen = True
+        if self.settings.debug_step_delay_s and not self.cancel_seen:
+            # tests only: a pause between a step's checks and its work, where a test pauses or kills a worker
+            time.sleep(self.settings.debug_step_delay_s)
         return self.cancel_seen
 
     def _lease(self) -> str:
