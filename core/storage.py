@@ -188,18 +188,27 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = settings.s3_bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key.get_secret_value(),
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=5,
-                read_timeout=60,
-                max_pool_connections=50,
-            ),
+        # SigV4 everywhere: botocore would otherwise presign with SigV2, which newer stores and regions refuse.
+        # Path-style addressing on a custom endpoint: MinIO serves buckets as paths unless given a domain.
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=50,
+        )
+        credentials = {
+            "region_name": settings.s3_region,
+            "aws_access_key_id": settings.s3_access_key.get_secret_value(),
+            "aws_secret_access_key": settings.s3_secret_key.get_secret_value(),
+        }
+        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, **credentials)
+        # A SigV4 URL is signed for one host: the one the client will connect to, which inside a deployment
+        # (e.g. http://minio:9000) is rarely the one users reach. This client only signs; it never connects.
+        public = settings.s3_public_endpoint_url
+        self.presign_client = (
+            boto3.client("s3", endpoint_url=public, config=config, **credentials) if public else self.client
         )
         self.transfer = TransferConfig(
             multipart_threshold=settings.multipart_threshold_bytes,
@@ -302,14 +311,14 @@ class S3Storage:
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return self._call(
-            self.client.generate_presigned_url,
+            self.presign_client.generate_presigned_url,
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=expires_s,
         )
 
 
-_STORAGES: dict[tuple[str, str, str], Storage] = {}
+_STORAGES: dict[tuple[str, str, str, str], Storage] = {}
 
 
 def get_storage(settings: Settings | None = None) -> Storage:
@@ -319,6 +328,7 @@ def get_storage(settings: Settings | None = None) -> Storage:
         settings.storage_backend,
         str(settings.storage_dir) if settings.storage_backend == "local" else settings.s3_endpoint_url or "",
         settings.s3_bucket,
+        settings.s3_public_endpoint_url or "",
     )
     storage = _STORAGES.get(cache_key)
     if storage is None:
