@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import UploadSizeLimit
-from api.metrics import install_metrics
+from api.metrics import install_metrics, metrics_lifespan
 from api.routes import calibration_sets, checkpoints, health, jobs
 from core.settings import Settings, get_settings
 
@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        lifespan=metrics_lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)
