@@ -233,19 +233,31 @@ class S3Storage:
     def _ensure_bucket(self) -> None:
         if self._bucket_checked:
             return
+        self.create_bucket()
+        self._bucket_checked = True
+
+    def create_bucket(self) -> bool:
+        """Create the bucket unless it exists; True when this call created it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
+            return False
         except ClientError:
-            try:
-                self.client.create_bucket(Bucket=self.bucket)
-            except ClientError as error:
-                if "BucketAlready" not in str(error):
-                    raise StorageError(str(error)) from error
+            pass  # missing (404), or not visible to these keys: creating it answers which
         except BotoCoreError as error:
             raise StorageError(f"storage unreachable: {error}") from error
-        self._bucket_checked = True
+        region = self.client.meta.region_name
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **where)
+        except ClientError as error:
+            if "BucketAlready" not in str(error):
+                raise StorageError(str(error)) from error
+            return False
+        except BotoCoreError as error:
+            raise StorageError(f"storage unreachable: {error}") from error
+        return True
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
@@ -337,3 +349,10 @@ def get_storage(settings: Settings | None = None) -> Storage:
         )
         _STORAGES[cache_key] = storage
     return storage
+
+
+def create_bucket(settings: Settings | None = None) -> None:
+    """Provision the deployment's bucket (the compose file's one-off step); prints what it did."""
+    settings = settings or get_settings()
+    created = S3Storage(settings).create_bucket()
+    print(f"bucket {settings.s3_bucket} {'created' if created else 'exists'}")

@@ -67,6 +67,26 @@ def test_presigned_url_is_sigv4_for_the_public_endpoint(service_settings) -> Non
     assert internal_url is not None and urlsplit(internal_url).netloc == internal.netloc
 
 
+@pytest.mark.services
+def test_create_bucket_provisions_once(service_settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.storage import S3Storage, StorageError, create_bucket
+
+    settings = service_settings.model_copy(
+        update={"s3_bucket": f"{service_settings.s3_bucket}-provisioned", "s3_create_bucket": False}
+    )
+    storage = S3Storage(settings)
+    with pytest.raises(StorageError):
+        storage.check()  # not there yet, and this store does not create it on first use
+    create_bucket(settings)
+    create_bucket(settings)
+    assert capsys.readouterr().out.splitlines() == [
+        f"bucket {settings.s3_bucket} created",
+        f"bucket {settings.s3_bucket} exists",
+    ]
+    storage.check()
+    assert storage.get_bytes(storage.put_bytes("t/x", b"ok").key) == b"ok"
+
+
 def test_local_storage_roundtrip_and_key_safety(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "store")
     stored = storage.put_bytes("tenant/jobs/j/trajectory.json", b"{}")
