@@ -8,7 +8,7 @@ from fastapi import APIRouter, FastAPI
 
 from api.errors import install_error_handlers
 from api.limits import UploadSizeLimit
-from api.metrics import install_metrics
+from api.metrics import install_metrics, metrics_lifespan
 from api.routes import calibration_sets, catalog, checkpoints, curve, events_stream, health, jobs
 from api.routes.console import install_console
 from core.settings import Settings, get_settings
@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=None,  # served from local assets by install_console, not from a CDN
         redoc_url=None,
+        lifespan=metrics_lifespan,
     )
     app.state.settings = settings
     install_error_handlers(app)

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     )
     storage_dir: Path = Field(Path(".gisp/storage"), description="the object store's folder when local")
     s3_endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, moto); unset: AWS")
+    s3_public_endpoint_url: str | None = Field(
+        None,
+        description="the endpoint as clients reach it, used only in the presigned URLs handed to them "
+        "(e.g. `https://s3.example.com`); unset: GISP_S3_ENDPOINT_URL",
+    )
     s3_region: str = Field("us-east-1", description="S3 region")
     s3_bucket: str = Field("gisp", description="one bucket, a prefix per tenant")
     s3_access_key: SecretStr = Field(

@@ -176,18 +176,27 @@ class S3Storage:
         from botocore.config import Config
 
         self.bucket = settings.s3_bucket
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=settings.s3_endpoint_url,
-            region_name=settings.s3_region,
-            aws_access_key_id=settings.s3_access_key.get_secret_value(),
-            aws_secret_access_key=settings.s3_secret_key.get_secret_value(),
-            config=Config(
-                retries={"max_attempts": 3, "mode": "standard"},
-                connect_timeout=min(5.0, settings.s3_timeout_s),
-                read_timeout=settings.s3_timeout_s,
-                max_pool_connections=50,
-            ),
+        # SigV4 everywhere: botocore would otherwise presign with SigV2, which newer stores and regions refuse.
+        # Path-style addressing on a custom endpoint: MinIO serves buckets as paths unless given a domain.
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=min(5.0, settings.s3_timeout_s),
+            read_timeout=settings.s3_timeout_s,
+            max_pool_connections=50,
+        )
+        credentials = {
+            "region_name": settings.s3_region,
+            "aws_access_key_id": settings.s3_access_key.get_secret_value(),
+            "aws_secret_access_key": settings.s3_secret_key.get_secret_value(),
+        }
+        self.client = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config, **credentials)
+        # A SigV4 URL is signed for one host: the one the client will connect to, which inside a deployment
+        # (e.g. http://minio:9000) is rarely the one users reach. This client only signs; it never connects.
+        public = settings.s3_public_endpoint_url
+        self.presign_client = (
+            boto3.client("s3", endpoint_url=public, config=config, **credentials) if public else self.client
         )
         self.transfer = TransferConfig(
             multipart_threshold=settings.multipart_threshold_bytes,
@@ -212,19 +221,31 @@ class S3Storage:
     def _ensure_bucket(self) -> None:
         if self._bucket_checked:
             return
+        self.create_bucket()
+        self._bucket_checked = True
+
+    def create_bucket(self) -> bool:
+        """Create the bucket unless it exists; True when this call created it."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_bucket(Bucket=self.bucket)
+            return False
         except ClientError:
-            try:
-                self.client.create_bucket(Bucket=self.bucket)
-            except ClientError as error:
-                if "BucketAlready" not in str(error):
-                    raise StorageError(str(error)) from error
+            pass  # missing (404), or not visible to these keys: creating it answers which
         except BotoCoreError as error:
             raise StorageError(f"storage unreachable: {error}") from error
-        self._bucket_checked = True
+        region = self.client.meta.region_name
+        where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        try:
+            self.client.create_bucket(Bucket=self.bucket, **where)
+        except ClientError as error:
+            if "BucketAlready" not in str(error):
+                raise StorageError(str(error)) from error
+            return False
+        except BotoCoreError as error:
+            raise StorageError(f"storage unreachable: {error}") from error
+        return True
 
     def put_bytes(
         self, key: str, data: bytes, *, content_type: str = "application/octet-stream"
@@ -290,14 +311,14 @@ class S3Storage:
 
     def presigned_url(self, key: str, expires_s: int) -> str | None:
         return self._call(
-            self.client.generate_presigned_url,
+            self.presign_client.generate_presigned_url,
             "get_object",
             Params={"Bucket": self.bucket, "Key": key},
             ExpiresIn=expires_s,
         )
 
 
-_STORAGES: dict[tuple[str, str, str], Storage] = {}
+_STORAGES: dict[tuple[str, str, str, str], Storage] = {}
 
 
 def get_storage(settings: Settings | None = None) -> Storage:
@@ -307,6 +328,7 @@ def get_storage(settings: Settings | None = None) -> Storage:
         settings.storage_backend,
         str(settings.storage_dir) if settings.storage_backend == "local" else settings.s3_endpoint_url or "",
         settings.s3_bucket,
+        settings.s3_public_endpoint_url or "",
     )
     storage = _STORAGES.get(cache_key)
     if storage is None:
@@ -315,3 +337,10 @@ def get_storage(settings: Settings | None = None) -> Storage:
         )
         _STORAGES[cache_key] = storage
     return storage
+
+
+def create_bucket(settings: Settings | None = None) -> None:
+    """Provision the deployment's bucket (the compose file's one-off step); prints what it did."""
+    settings = settings or get_settings()
+    created = S3Storage(settings).create_bucket()
+    print(f"bucket {settings.s3_bucket} {'created' if created else 'exists'}")

@@ -185,11 +185,36 @@ def _hub_weights_sha256(model: PreTrainedModel) -> str | None:
 
 
 def import_model(source: str | Path, destination: Path, *, revision: str | None = None) -> Path:
-    """Write ``source`` as a plain safetensors model directory (how GGUF files enter a models folder)."""
+    """Write ``source`` as a plain safetensors model directory (how GGUF files enter a models folder).
+
+    The folder is made world-readable (see :func:`make_readable`): the operator imports as one user, the
+    workers read it as another.
+    """
     if destination.exists() and any(destination.iterdir()):
         raise UserInputError(f"{destination} already exists and is not empty", field="name")
     loaded = load_model(source, revision=revision)
+    created = [parent for parent in (destination, *destination.parents) if not parent.exists()]
     destination.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(destination, safe_serialization=True)
     loaded.tokenizer.save_pretrained(destination)
+    make_readable(destination)
+    for folder in created[1:]:  # the parents this import created, e.g. a first models folder
+        folder.chmod(DIRECTORY_MODE)
     return destination
+
+
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
+
+
+def make_readable(root: Path) -> None:
+    """Set 0644 on every file and 0755 on every folder under ``root`` (itself included), whatever the umask.
+
+    ``save_pretrained`` writes its weights through a private temporary file (0600), so without this a
+    worker running as another user (the images' ``gisp``) could not read the model it is asked to prune.
+    """
+    root.chmod(DIRECTORY_MODE)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        path.chmod(DIRECTORY_MODE if path.is_dir() else FILE_MODE)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from core.storage import LocalStorage, ObjectNotFound
@@ -33,6 +35,56 @@ def test_s3_multipart_upload_roundtrip(service_settings, tmp_path: Path) -> None
     assert not storage.exists(stored.key)
     with pytest.raises(ObjectNotFound):
         storage.get_bytes(stored.key)
+
+
+@pytest.mark.services
+def test_presigned_url_is_sigv4_for_the_public_endpoint(service_settings) -> None:
+    from core.storage import S3Storage
+
+    internal = urlsplit(service_settings.s3_endpoint_url)
+    assert internal.hostname == "127.0.0.1"
+    # The same moto server under another name, standing for the address users reach (a proxy, a DNS name).
+    public = f"http://localhost:{internal.port}"
+    storage = S3Storage(service_settings.model_copy(update={"s3_public_endpoint_url": public}))
+    data = os.urandom(4096)
+    stored = storage.put_bytes("t/jobs/j/checkpoints/0.5000/config.json", data)
+    url = storage.presigned_url(stored.key, 600)
+    assert url is not None
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    assert (parts.scheme, parts.netloc) == ("http", f"localhost:{internal.port}")
+    assert parts.path == f"/{storage.bucket}/{stored.key}"
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == ["600"]
+    assert query["X-Amz-SignedHeaders"] == ["host"]
+    assert query["X-Amz-Credential"][0].endswith(f"/{service_settings.s3_region}/s3/aws4_request")
+    assert "Signature" not in query and "AWSAccessKeyId" not in query  # not SigV2
+    fetched = httpx.get(url, timeout=10)
+    assert fetched.status_code == 200
+    assert fetched.content == data
+    # Without a public endpoint the URL names the endpoint the service itself uses.
+    internal_url = S3Storage(service_settings).presigned_url(stored.key, 600)
+    assert internal_url is not None and urlsplit(internal_url).netloc == internal.netloc
+
+
+@pytest.mark.services
+def test_create_bucket_provisions_once(service_settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from core.storage import S3Storage, StorageError, create_bucket
+
+    settings = service_settings.model_copy(
+        update={"s3_bucket": f"{service_settings.s3_bucket}-provisioned", "s3_create_bucket": False}
+    )
+    storage = S3Storage(settings)
+    with pytest.raises(StorageError):
+        storage.check()  # not there yet, and this store does not create it on first use
+    create_bucket(settings)
+    create_bucket(settings)
+    assert capsys.readouterr().out.splitlines() == [
+        f"bucket {settings.s3_bucket} created",
+        f"bucket {settings.s3_bucket} exists",
+    ]
+    storage.check()
+    assert storage.get_bytes(storage.put_bytes("t/x", b"ok").key) == b"ok"
 
 
 def test_local_storage_roundtrip_and_key_safety(tmp_path: Path) -> None:
