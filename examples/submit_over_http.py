@@ -29,6 +29,7 @@ def main() -> int:
     parser.add_argument("--sparsity", type=float, default=0.3)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128, help="tokens per calibration sequence")
     parser.add_argument("--out", type=Path, default=Path("ckpt"))
     args = parser.parse_args()
 
@@ -41,6 +42,7 @@ def main() -> int:
             "sparsities": [args.sparsity],
             "steps": args.steps,
             "samples": args.samples,
+            "seq_len": args.seq_len,
         }
         answer = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": f"example-{time.time_ns()}"})
         if answer.status_code >= 400:
