@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from api.dispatch import enqueue_materialize
 from api.errors import APIError
+from api.params import JobId
 from api.routes.jobs import ERRORS, load_job
 from api.serializers import checkpoint_public
 from api.tar_stream import Member, TarStream
@@ -29,14 +30,14 @@ from core.storage import ObjectNotFound, StorageError
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
 
-_SPARSITY_RE = re.compile(r"^0?\.\d{1,6}$")
-_REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)$")
+_SPARSITY_RE = re.compile(r"0?\.\d{1,6}")
+_REPORT_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)")
 EPSILON = 1e-6
 PRESIGN_SECONDS = 3600
 
 
 def _parse_sparsity(text: str) -> float:
-    if not _SPARSITY_RE.match(text):
+    if not _SPARSITY_RE.fullmatch(text):
         raise APIError(
             422, "validation_error", "sparsity must be a number in (0, 1), e.g. 0.5", field="sparsity"
         )
@@ -53,7 +54,7 @@ def _reached(job: Job) -> list[float]:
 
 
 @router.get("/checkpoints", response_model=CheckpointsPublic, responses=ERRORS)
-def list_checkpoints(job_id: str, session: SessionDep, tenant: CurrentTenant) -> CheckpointsPublic:
+def list_checkpoints(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> CheckpointsPublic:
     """Materialised checkpoints, and the range of sparsities that can still be asked for."""
     job = load_job(session, tenant.id, job_id)
     reached = _reached(job)
@@ -74,7 +75,7 @@ def list_checkpoints(job_id: str, session: SessionDep, tenant: CurrentTenant) ->
     },
 )
 def download_checkpoint(
-    job_id: str,
+    job_id: JobId,
     sparsity: str,
     session: SessionDep,
     settings: SettingsDep,
@@ -144,7 +145,7 @@ def download_checkpoint(
     responses={**ERRORS, 409: {"model": ErrorBody, "description": "not ready, or the store cannot presign"}},
 )
 def checkpoint_files(
-    job_id: str,
+    job_id: JobId,
     sparsity: str,
     session: SessionDep,
     storage: StorageDep,
@@ -187,7 +188,7 @@ def checkpoint_files(
     "/report",
     responses={**ERRORS, 200: {"content": {"application/json": {}}, "description": "evaluation report"}},
 )
-def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Response:
+def get_report(job_id: JobId, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Response:
     """The job's report: the trajectory's summary plus the evaluations asked for (written when it finishes)."""
     job = load_job(session, tenant.id, job_id)
     try:
@@ -209,10 +210,10 @@ def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: Cu
 
 @router.get("/report/files/{name}", responses=ERRORS)
 def get_report_file(
-    job_id: str, name: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant
+    job_id: JobId, name: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant
 ) -> Response:
     """A file the report links to (plots)."""
-    if not _REPORT_FILE_RE.match(name):
+    if not _REPORT_FILE_RE.fullmatch(name):
         raise APIError(404, "not_found", "report file not found")
     job = load_job(session, tenant.id, job_id)
     media = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json", "csv": "text/csv"}

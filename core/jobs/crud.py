@@ -7,6 +7,7 @@ that was presumed dead and replaced can never overwrite the state its successor 
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,11 +111,21 @@ def encode_cursor(created_at: datetime, job_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
 
 
+_CURSOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError on anything that is not a cursor this server produced."""
+    """Raises ValueError on anything that is not a cursor this server produced.
+
+    Both halves are checked by shape here, since they reach SQL as bind values: a naive timestamp cannot be
+    compared with a stored one, and PostgreSQL refuses a NUL inside text.
+    """
     raw = base64.urlsafe_b64decode(cursor.encode()).decode()
-    stamp, job_id = raw.split("|", 1)
-    return datetime.fromisoformat(stamp), job_id
+    stamp, row_id = raw.split("|", 1)
+    created_at = datetime.fromisoformat(stamp)
+    if created_at.tzinfo is None or not _CURSOR_ID_RE.fullmatch(row_id):
+        raise ValueError("not a cursor this server produced")
+    return created_at, row_id
 
 
 def list_jobs(

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.data.tasks import CMQA, CMQA_TASKS
 from core.jobs.states import Phase
@@ -114,7 +123,16 @@ class CalibrationRef(BaseModel):
         return self
 
 
-MetadataValue = str | int | float | bool | None
+def _storable(value: str | int | float | bool | None) -> str | int | float | bool | None:
+    """A value JSON and PostgreSQL's JSONB can hold: no NaN or Infinity (not JSON), no NUL (not in JSONB)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (JSON has no NaN or Infinity)")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+MetadataValue = Annotated[str | int | float | bool | None, AfterValidator(_storable)]
 
 
 class CurveRequest(BaseModel):
@@ -195,6 +213,8 @@ class JobSpec(RunSettings):
     @field_validator("metadata")
     @classmethod
     def _metadata_small(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        if any("\x00" in key for key in value):
+            raise ValueError("metadata keys must not contain NUL characters")
         if len(json.dumps(value)) > 8192:
             raise ValueError("metadata must stay under 8 KiB of JSON")
         return value
