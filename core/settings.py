@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(False, description="operator override: run a model repository's code")
     max_upload_bytes: int = Field(50 * 1024**2, ge=1, description="largest calibration upload")
     max_sparsities: int = Field(32, ge=1, description="most target sparsities per job")
+    max_request_bytes: int = Field(
+        1024**2, ge=1024, description="largest request body other than an upload (a job spec is a few KiB)"
+    )
+    max_checkpoints_per_job: int = Field(
+        16,
+        ge=0,
+        description="on-demand checkpoints one job may materialise besides its targets (each is a full "
+        "model in storage); past it, 429",
+    )
+    max_concurrent_materializations: int = Field(
+        2,
+        ge=1,
+        description="on-demand checkpoints one tenant may have pending or building at once; past it, 429 "
+        "with Retry-After",
+    )
 
     # Worker behaviour.
     worker_device: str = Field("cpu", description="e.g. `cuda`, `cuda:1`")
@@ -119,7 +134,9 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(120.0, gt=0.0, description="a running job silent this long is re-queued")
     reaper_interval_s: float = Field(30.0, gt=0.0, description="how often stale jobs are looked for")
     debug_step_delay_s: float = Field(
-        0.0, ge=0.0, description="pause before each step's work; tests only (they pause or kill workers there)"
+        0.0,
+        ge=0.0,
+        description="pause before each step's work; tests only (they pause or kill workers there)",
     )
 
     # API.

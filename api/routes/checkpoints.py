@@ -6,6 +6,7 @@ import re
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from api.dispatch import enqueue_materialize
@@ -17,6 +18,7 @@ from api.tar_stream import Member, TarStream
 from core.db.models import Artifact, Job
 from core.jobs import crud, fencing
 from core.jobs.states import CheckpointStatus, JobStatus
+from core.pruning_spec import LABEL_DECIMALS
 from core.schemas.errors import ErrorBody
 from core.schemas.jobs import (
     CheckpointFile,
@@ -26,20 +28,25 @@ from core.schemas.jobs import (
     JobSpec,
     SparsityRange,
 )
+from core.settings import Settings
 from core.storage import ObjectNotFound, StorageError
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
 
-_SPARSITY_RE = re.compile(r"0?\.\d{1,6}")
+_SPARSITY_RE = re.compile(rf"0?\.\d{{1,{LABEL_DECIMALS}}}")
 _REPORT_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)")
 EPSILON = 1e-6
 PRESIGN_SECONDS = 3600
 
 
 def _parse_sparsity(text: str) -> float:
+    """A sparsity as checkpoints are labelled: a finer one would be answered with a coarser checkpoint."""
     if not _SPARSITY_RE.fullmatch(text):
         raise APIError(
-            422, "validation_error", "sparsity must be a number in (0, 1), e.g. 0.5", field="sparsity"
+            422,
+            "validation_error",
+            f"sparsity must be a number in (0, 1) with at most {LABEL_DECIMALS} decimals, e.g. 0.5",
+            field="sparsity",
         )
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -47,6 +54,31 @@ def _parse_sparsity(text: str) -> float:
             422, "validation_error", "sparsity must lie strictly between 0 and 1", field="sparsity"
         )
     return value
+
+
+RETRY_BUSY_S = 30
+
+
+def _check_quotas(session: Session, settings: Settings, tenant_id: str, job_id: str) -> None:
+    """429 before a new on-demand checkpoint is created past a quota (each one is a full model to build)."""
+    use = crud.on_demand_use(session=session, tenant_id=tenant_id, job_id=job_id)
+    if use.of_job >= settings.max_checkpoints_per_job:
+        # Permanent for this job (checkpoints are not deleted), so no Retry-After: use one already built.
+        raise APIError(
+            429,
+            "checkpoint_quota_exceeded",
+            f"this job already has {use.of_job} on-demand checkpoints, the most this server builds for one "
+            "job; download one of them (GET /checkpoints lists them)",
+            field="sparsity",
+        )
+    if use.building >= settings.max_concurrent_materializations:
+        raise APIError(
+            429,
+            "too_many_materializations",
+            f"{use.building} of your checkpoints are being built, the most at once; ask again when one is ready",
+            field="sparsity",
+            headers={"Retry-After": str(RETRY_BUSY_S)},
+        )
 
 
 def _reached(job: Job) -> list[float]:
@@ -72,6 +104,10 @@ def list_checkpoints(job_id: JobId, session: SessionDep, tenant: CurrentTenant) 
         200: {"content": {"application/x-tar": {}}, "description": "the checkpoint as a tar archive"},
         202: {"model": CheckpointPending, "description": "being materialised; poll again"},
         409: {"model": ErrorBody, "description": "sparsity not reached, or materialisation failed"},
+        429: {
+            "model": ErrorBody,
+            "description": "an on-demand quota is reached (per job, or building at once)",
+        },
     },
 )
 def download_checkpoint(
@@ -100,6 +136,7 @@ def download_checkpoint(
                 f"the trajectory has not reached sparsity {value:.4f} (it reaches {top})",
                 field="sparsity",
             )
+        _check_quotas(session, settings, tenant.id, job.id)
         layout = JobSpec.model_validate(job.spec).layout.value
         checkpoint, _ = crud.ensure_checkpoint(
             session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False

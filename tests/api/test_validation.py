@@ -51,6 +51,9 @@ CASES = [
     (_with("sparsities", [0.0]), "sparsities"),
     (_with("sparsities", [0.5, 0.5]), "sparsities"),
     (_with("sparsities", "half"), "sparsities"),
+    (_with("sparsities", [1e-300]), "sparsities"),  # its checkpoint would be labelled 0.0000
+    (_with("sparsities", [0.99999]), "sparsities"),  # ... or 1.0000
+    (_with("sparsities", [0.20001, 0.20004]), "sparsities"),  # one label, 0.2000, for both
     (_with("steps", 0), "steps"),
     (_with("steps", 100000), "steps"),
     (_with("objective", "bogus"), "objective"),
