@@ -30,6 +30,7 @@ _HTTP_CODES = {
     503: "unavailable",
 }
 _LOCATION_PARTS = {"body", "query", "path", "header", "cookie"}
+_MEMBER_NAMES = {"str", "constrained-str", "dict[str,any]"}
 
 
 class APIError(Exception):
@@ -71,7 +72,9 @@ def _field_of(loc: tuple[object, ...] | list[object]) -> str | None:
     if parts and parts[0] in _LOCATION_PARTS:
         parts = parts[1:]
     # Pydantic puts the failing union member or validator name in the location; keep the field path only.
-    parts = [p for p in parts if not p.startswith("function-") and p not in {"str", "dict[str,any]"}]
+    parts = [p for p in parts if not p.startswith("function-") and p not in _MEMBER_NAMES]
+    if "[key]" in parts:  # a map's key failed: name the map, never the (possibly huge or hostile) key itself
+        parts = parts[: parts.index("[key]") - 1]
     if not parts:
         return "body" if loc and str(loc[0]) == "body" else None
     path = ""

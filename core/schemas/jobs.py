@@ -57,10 +57,13 @@ class ModelRef(BaseModel):
 
     id: str = Field(
         ...,
+        max_length=200,
         description="'local/<name>' (a model the operator offers: GET /v1/models) or a hub id 'org/name'",
         examples=["local/smollm2"],
     )
-    revision: str | None = Field(None, description="hub branch, tag or commit (hub models only)")
+    revision: str | None = Field(
+        None, max_length=100, description="hub branch, tag or commit (hub models only)"
+    )
 
     @field_validator("id")
     @classmethod
@@ -93,11 +96,13 @@ class CalibrationRef(BaseModel):
 
     name: str | None = Field(
         None,
+        max_length=64,
         description="a named set (GET /v1/calibration-sets), e.g. wikitext2, c4, cmqa, gsm8k",
         examples=["wikitext2"],
     )
     set_id: str | None = Field(
         None,
+        max_length=36,
         description="an uploaded set's id (POST /v1/calibration-sets)",
         examples=["cal_0123456789abcdef0123456789abcdef"],
     )
@@ -132,7 +137,10 @@ def _storable(value: str | int | float | bool | None) -> str | int | float | boo
     return value
 
 
-MetadataValue = Annotated[str | int | float | bool | None, AfterValidator(_storable)]
+MetadataKey = Annotated[str, Field(min_length=1, max_length=128)]
+MetadataValue = Annotated[
+    Annotated[str, Field(max_length=4096)] | int | float | bool | None, AfterValidator(_storable)
+]
 
 
 class CurveRequest(BaseModel):
@@ -170,7 +178,7 @@ class RunSettings(PruneSettings):
         description="layout of the target checkpoints: nonuniform (per-layer sizes, as pruned) or uniform "
         "(equal sizes, a stock config); any checkpoint can also be downloaded in the other layout",
     )
-    evaluations: list[str] = Field(
+    evaluations: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=list,
         max_length=16,
         description="evaluations of the dense model and every target: " + ", ".join(EVALUATIONS),
@@ -199,7 +207,7 @@ class JobSpec(RunSettings):
 
     model: ModelRef = Field(..., description="the base model to prune")
     calibration: CalibrationRef = Field(..., description="the data the scores (and the refit) read")
-    metadata: dict[str, MetadataValue] = Field(
+    metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict,
         max_length=64,
         description="free labels for the client, stored and returned as given",
