@@ -159,9 +159,9 @@ def test_every_list_map_and_string_of_the_spec_is_bounded() -> None:
             unbounded.append(path)
         if kind == "string" and not ({"maxLength", "enum", "const"} & set(node)):
             unbounded.append(path)
-        if kind == "object" and node.get("additionalProperties") not in (None, False):
-            if "maxProperties" not in node or "maxLength" not in node.get("propertyNames", {}):
-                unbounded.append(path)
+        open_map = kind == "object" and node.get("additionalProperties") not in (None, False)
+        if open_map and ("maxProperties" not in node or "maxLength" not in node.get("propertyNames", {})):
+            unbounded.append(path)
         for name, child in node.get("properties", {}).items():
             walk(child, f"{path}.{name}", seen)
         for key in ("items", "additionalProperties"):
