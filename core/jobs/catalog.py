@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+from core.jobs.references import stays_inside
 from core.pruning_spec import Objective
 
 LOCAL_PREFIX = "local/"
@@ -193,7 +194,7 @@ def _candidates(models_dir: Path) -> list[Path]:
     found = []
     for entry in sorted(root.iterdir()):
         name = entry.name.removesuffix(".gguf") if entry.suffix == ".gguf" else entry.name
-        if not _NAME_RE.fullmatch(name):
+        if not _NAME_RE.fullmatch(name) or not stays_inside(root, entry):
             continue
         if entry.is_dir() and (entry / "config.json").is_file():
             found.append(entry)
