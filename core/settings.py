@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     )
 
     # API.
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="when set, `GET /metrics` needs `Authorization: Bearer <token>`; the metrics are aggregate "
+        "(requests per route, jobs per status: no tenant, key or job label) either way",
+    )
     page_size_default: int = Field(50, ge=1, description="items per page when a list asks for no limit")
     page_size_max: int = Field(500, ge=1, description="largest page a list returns")
     sse_poll_interval_s: float = Field(0.5, gt=0.0, description="how often an event stream reads new rows")
