@@ -107,6 +107,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's only 400s are bodies it could not parse (not UTF-8, nested past the parser's
+            # depth, broken multipart framing): bad input like any other, so a 422 naming the body.
+            detail = exc.detail if isinstance(exc.detail, str) else "unreadable"
+            return error_response(
+                422, "validation_error", f"the request body could not be parsed ({detail})", "body"
+            )
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))

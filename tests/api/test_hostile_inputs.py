@@ -138,7 +138,11 @@ def test_deeply_nested_jsonl_line(client) -> None:  # type: ignore[no-untyped-de
     assert "line 1" in answer.json()["error"]["message"]
 
 
-def test_deeply_nested_job_body(client) -> None:  # type: ignore[no-untyped-def]
-    content = b'{"metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+@pytest.mark.parametrize(
+    "content",
+    [b'{"metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", b'{"model": "\xff\xfe"}'],
+    ids=["nested", "not-utf8"],
+)
+def test_unparseable_job_body(client, content: bytes) -> None:  # type: ignore[no-untyped-def]
     answer = client.post("/v1/jobs", content=content, headers={"Content-Type": "application/json"})
-    assert answer.status_code in (400, 413, 422), answer.text
+    _refused(answer, "body")
