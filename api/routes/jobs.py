@@ -53,6 +53,7 @@ def load_job(session: Session, tenant_id: str, job_id: str) -> Job:
         **ERRORS,
         200: {"model": JobPublic, "description": "replay of an idempotent submission"},
         409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"},
+        413: {"model": ErrorBody, "description": "body larger than GISP_MAX_REQUEST_BYTES"},
     },
 )
 def create_job(
