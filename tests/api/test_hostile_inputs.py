@@ -62,12 +62,25 @@ def _raw_json(body: dict, **literals: str) -> bytes:
         ({"a\u0000b": "x"}, None, "metadata"),
         ({"a": {"b": "@v@"}}, "NaN", "metadata.a"),  # values are scalars: nothing nested reaches the database
         ({"a": ["\u0000"]}, None, "metadata.a"),
+        ({"note": "@v@"}, '"\\ud800"', "metadata.note"),  # a lone surrogate: no UTF-8, no JSONB
+        ({"@k@": 1}, None, "metadata"),
     ],
-    ids=["nan", "infinity", "minus-infinity", "nul-in-value", "nul-in-key", "nested-nan", "nested-nul"],
+    ids=[
+        "nan",
+        "infinity",
+        "minus-infinity",
+        "nul-in-value",
+        "nul-in-key",
+        "nested-nan",
+        "nested-nul",
+        "lone-surrogate-value",
+        "lone-surrogate-key",
+    ],
 )
 def test_metadata_postgresql_cannot_store(client, metadata: dict, literal: str | None, field: str) -> None:  # type: ignore[no-untyped-def]
     body = copy.deepcopy(BASE) | {"metadata": metadata}
     content = _raw_json(body, v=literal) if literal else json.dumps(body).encode()
+    content = content.replace(b'"@k@"', b'"\\udfff"')
     answer = client.post("/v1/jobs", content=content, headers={"Content-Type": "application/json"})
     _refused(answer, field)
 
