@@ -30,6 +30,7 @@ _HTTP_CODES = {
     503: "unavailable",
 }
 _LOCATION_PARTS = {"body", "query", "path", "header", "cookie"}
+_MEMBER_NAMES = {"str", "constrained-str", "dict[str,any]"}
 
 
 class APIError(Exception):
@@ -71,7 +72,9 @@ def _field_of(loc: tuple[object, ...] | list[object]) -> str | None:
     if parts and parts[0] in _LOCATION_PARTS:
         parts = parts[1:]
     # Pydantic puts the failing union member or validator name in the location; keep the field path only.
-    parts = [p for p in parts if not p.startswith("function-") and p not in {"str", "dict[str,any]"}]
+    parts = [p for p in parts if not p.startswith("function-") and p not in _MEMBER_NAMES]
+    if "[key]" in parts:  # a map's key failed: name the map, never the (possibly huge or hostile) key itself
+        parts = parts[: parts.index("[key]") - 1]
     if not parts:
         return "body" if loc and str(loc[0]) == "body" else None
     path = ""
@@ -104,6 +107,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # The framework's only 400s are bodies it could not parse (not UTF-8, nested past the parser's
+            # depth, broken multipart framing): bad input like any other, so a 422 naming the body.
+            detail = exc.detail if isinstance(exc.detail, str) else "unreadable"
+            return error_response(
+                422, "validation_error", f"the request body could not be parsed ({detail})", "body"
+            )
         code = _HTTP_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))

@@ -7,7 +7,7 @@ import logging
 from fastapi import APIRouter, FastAPI
 
 from api.errors import install_error_handlers
-from api.limits import UploadSizeLimit
+from api.limits import BodySizeLimit
 from api.metrics import install_metrics, metrics_lifespan
 from api.routes import calibration_sets, catalog, checkpoints, curve, events_stream, health, jobs
 from api.routes.console import install_console
@@ -40,7 +40,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     v1.include_router(curve.router)
     app.include_router(v1)
     app.add_middleware(
-        UploadSizeLimit, max_bytes=settings.max_upload_bytes, paths=(f"{API_PREFIX}/calibration-sets",)
+        BodySizeLimit,
+        max_upload_bytes=settings.max_upload_bytes,
+        max_request_bytes=settings.max_request_bytes,
+        upload_paths=(f"{API_PREFIX}/calibration-sets",),
     )
     app.include_router(health.router)
     install_console(app, API_PREFIX)

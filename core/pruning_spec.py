@@ -25,6 +25,16 @@ from core.families import Family
 
 MAX_LAYER_INDEX = 1023  # no supported model comes near; bounds the request's lists
 DEFAULT_STEPS = 20
+LABEL_DECIMALS = 4
+
+
+def sparsity_label(sparsity: float) -> str:
+    """Canonical text of a sparsity, used in URLs, storage keys and uniqueness (LABEL_DECIMALS decimals).
+
+    A checkpoint is found by its label, so every sparsity a run accepts must keep a label of its own that
+    reads back as a valid sparsity: :meth:`PruneSettings._sparsities_in_range_and_distinct` refuses the rest.
+    """
+    return f"{round(float(sparsity), LABEL_DECIMALS):.{LABEL_DECIMALS}f}"
 
 
 class Objective(str, Enum):
@@ -223,12 +233,22 @@ class PruneSettings(BaseModel):
     @field_validator("sparsities")
     @classmethod
     def _sparsities_in_range_and_distinct(cls, values: list[float]) -> list[float]:
+        labels: dict[str, float] = {}
         for value in values:
             if not 0.0 < value < 1.0:
                 raise ValueError(f"each sparsity must lie strictly between 0 and 1, got {value}")
-        rounded = [round(v, 6) for v in values]
-        if len(set(rounded)) != len(rounded):
-            raise ValueError(f"sparsities must be distinct, got {values}")
+            label = sparsity_label(value)
+            if not 0.0 < float(label) < 1.0:
+                raise ValueError(
+                    f"sparsity {value} rounds to {label}: checkpoints are labelled with {LABEL_DECIMALS} "
+                    "decimals, so each sparsity must round to a value strictly between 0 and 1"
+                )
+            if label in labels:
+                raise ValueError(
+                    f"sparsities must be distinct at the label precision ({LABEL_DECIMALS} decimals): "
+                    f"{labels[label]} and {value} would both be checkpoint {label}"
+                )
+            labels[label] = value
         return sorted(values)
 
     @field_validator("reconstruction_samples")

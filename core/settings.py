@@ -86,6 +86,21 @@ class Settings(BaseSettings):
     allow_remote_code: bool = Field(False, description="operator override: run a model repository's code")
     max_upload_bytes: int = Field(50 * 1024**2, ge=1, description="largest calibration upload")
     max_sparsities: int = Field(32, ge=1, description="most target sparsities per job")
+    max_request_bytes: int = Field(
+        1024**2, ge=1024, description="largest request body other than an upload (a job spec is a few KiB)"
+    )
+    max_checkpoints_per_job: int = Field(
+        16,
+        ge=0,
+        description="on-demand checkpoints one job may materialise besides its targets (each is a full "
+        "model in storage); past it, 429",
+    )
+    max_concurrent_materializations: int = Field(
+        2,
+        ge=1,
+        description="on-demand checkpoints one tenant may have pending or building at once; past it, 429 "
+        "with Retry-After",
+    )
 
     # Worker behaviour.
     worker_device: str = Field("cpu", description="e.g. `cuda`, `cuda:1`")
@@ -125,6 +140,11 @@ class Settings(BaseSettings):
     )
 
     # API.
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="when set, `GET /metrics` needs `Authorization: Bearer <token>`; the metrics are aggregate "
+        "(requests per route, jobs per status: no tenant, key or job label) either way",
+    )
     page_size_default: int = Field(50, ge=1, description="items per page when a list asks for no limit")
     page_size_max: int = Field(500, ge=1, description="largest page a list returns")
     sse_poll_interval_s: float = Field(0.5, gt=0.0, description="how often an event stream reads new rows")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Form, UploadFile, status
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from api.errors import APIError, not_found
+from api.params import SetId
 from api.routes.jobs import ERRORS
 from api.serializers import calibration_set_public
 from core.errors import CalibrationError
@@ -33,7 +34,14 @@ def upload_calibration_set(
     tenant: CurrentTenant,
     file: Annotated[UploadFile, File(description="text (perplexity) or JSONL records for the objective")],
     objective: Annotated[Objective, Form()] = Objective.perplexity,
-    name: Annotated[str | None, Form(max_length=200)] = None,
+    name: Annotated[
+        str | None,
+        Form(
+            max_length=200,
+            pattern=r"^[^\x00-\x1f\x7f]*$",
+            description="a label of yours (no control characters)",
+        ),
+    ] = None,
 ) -> CalibrationSetPublic:
     """Upload calibration data; returns its id (use it as ``calibration.set_id``), item count and sha256."""
     data = file.file.read(settings.max_upload_bytes + 1)
@@ -62,7 +70,7 @@ def upload_calibration_set(
 
 
 @router.get("/{set_id}", response_model=CalibrationSetPublic, responses=ERRORS)
-def get_set(set_id: str, session: SessionDep, tenant: CurrentTenant) -> CalibrationSetPublic:
+def get_set(set_id: SetId, session: SessionDep, tenant: CurrentTenant) -> CalibrationSetPublic:
     record = get_calibration_set(session=session, tenant_id=tenant.id, set_id=set_id)
     if record is None:
         raise not_found("calibration set")

@@ -6,16 +6,19 @@ import re
 
 from fastapi import APIRouter, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from api.dispatch import enqueue_materialize
 from api.errors import APIError
+from api.params import JobId
 from api.routes.jobs import ERRORS, load_job
 from api.serializers import checkpoint_public
 from api.tar_stream import Member, TarStream
 from core.db.models import Artifact, Job
 from core.jobs import crud, fencing
 from core.jobs.states import CheckpointStatus, JobStatus
+from core.pruning_spec import LABEL_DECIMALS
 from core.schemas.errors import ErrorBody
 from core.schemas.jobs import (
     CheckpointFile,
@@ -25,20 +28,25 @@ from core.schemas.jobs import (
     JobSpec,
     SparsityRange,
 )
+from core.settings import Settings
 from core.storage import ObjectNotFound, StorageError
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["checkpoints"])
 
-_SPARSITY_RE = re.compile(r"^0?\.\d{1,6}$")
-_REPORT_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)$")
+_SPARSITY_RE = re.compile(rf"0?\.\d{{1,{LABEL_DECIMALS}}}")
+_REPORT_FILE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}\.(png|svg|json|csv)")
 EPSILON = 1e-6
 PRESIGN_SECONDS = 3600
 
 
 def _parse_sparsity(text: str) -> float:
-    if not _SPARSITY_RE.match(text):
+    """A sparsity as checkpoints are labelled: a finer one would be answered with a coarser checkpoint."""
+    if not _SPARSITY_RE.fullmatch(text):
         raise APIError(
-            422, "validation_error", "sparsity must be a number in (0, 1), e.g. 0.5", field="sparsity"
+            422,
+            "validation_error",
+            f"sparsity must be a number in (0, 1) with at most {LABEL_DECIMALS} decimals, e.g. 0.5",
+            field="sparsity",
         )
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -48,12 +56,37 @@ def _parse_sparsity(text: str) -> float:
     return value
 
 
+RETRY_BUSY_S = 30
+
+
+def _check_quotas(session: Session, settings: Settings, tenant_id: str, job_id: str) -> None:
+    """429 before a new on-demand checkpoint is created past a quota (each one is a full model to build)."""
+    use = crud.on_demand_use(session=session, tenant_id=tenant_id, job_id=job_id)
+    if use.of_job >= settings.max_checkpoints_per_job:
+        # Permanent for this job (checkpoints are not deleted), so no Retry-After: use one already built.
+        raise APIError(
+            429,
+            "checkpoint_quota_exceeded",
+            f"this job already has {use.of_job} on-demand checkpoints, the most this server builds for one "
+            "job; download one of them (GET /checkpoints lists them)",
+            field="sparsity",
+        )
+    if use.building >= settings.max_concurrent_materializations:
+        raise APIError(
+            429,
+            "too_many_materializations",
+            f"{use.building} of your checkpoints are being built, the most at once; ask again when one is ready",
+            field="sparsity",
+            headers={"Retry-After": str(RETRY_BUSY_S)},
+        )
+
+
 def _reached(job: Job) -> list[float]:
     return list(job.reached_sparsities or [])
 
 
 @router.get("/checkpoints", response_model=CheckpointsPublic, responses=ERRORS)
-def list_checkpoints(job_id: str, session: SessionDep, tenant: CurrentTenant) -> CheckpointsPublic:
+def list_checkpoints(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> CheckpointsPublic:
     """Materialised checkpoints, and the range of sparsities that can still be asked for."""
     job = load_job(session, tenant.id, job_id)
     reached = _reached(job)
@@ -71,10 +104,14 @@ def list_checkpoints(job_id: str, session: SessionDep, tenant: CurrentTenant) ->
         200: {"content": {"application/x-tar": {}}, "description": "the checkpoint as a tar archive"},
         202: {"model": CheckpointPending, "description": "being materialised; poll again"},
         409: {"model": ErrorBody, "description": "sparsity not reached, or materialisation failed"},
+        429: {
+            "model": ErrorBody,
+            "description": "an on-demand quota is reached (per job, or building at once)",
+        },
     },
 )
 def download_checkpoint(
-    job_id: str,
+    job_id: JobId,
     sparsity: str,
     session: SessionDep,
     settings: SettingsDep,
@@ -99,6 +136,7 @@ def download_checkpoint(
                 f"the trajectory has not reached sparsity {value:.4f} (it reaches {top})",
                 field="sparsity",
             )
+        _check_quotas(session, settings, tenant.id, job.id)
         layout = JobSpec.model_validate(job.spec).layout.value
         checkpoint, _ = crud.ensure_checkpoint(
             session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False
@@ -144,7 +182,7 @@ def download_checkpoint(
     responses={**ERRORS, 409: {"model": ErrorBody, "description": "not ready, or the store cannot presign"}},
 )
 def checkpoint_files(
-    job_id: str,
+    job_id: JobId,
     sparsity: str,
     session: SessionDep,
     storage: StorageDep,
@@ -187,7 +225,7 @@ def checkpoint_files(
     "/report",
     responses={**ERRORS, 200: {"content": {"application/json": {}}, "description": "evaluation report"}},
 )
-def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Response:
+def get_report(job_id: JobId, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Response:
     """The job's report: the trajectory's summary plus the evaluations asked for (written when it finishes)."""
     job = load_job(session, tenant.id, job_id)
     try:
@@ -209,10 +247,10 @@ def get_report(job_id: str, session: SessionDep, storage: StorageDep, tenant: Cu
 
 @router.get("/report/files/{name}", responses=ERRORS)
 def get_report_file(
-    job_id: str, name: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant
+    job_id: JobId, name: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant
 ) -> Response:
     """A file the report links to (plots)."""
-    if not _REPORT_FILE_RE.match(name):
+    if not _REPORT_FILE_RE.fullmatch(name):
         raise APIError(404, "not_found", "report file not found")
     job = load_job(session, tenant.id, job_id)
     media = {"png": "image/png", "svg": "image/svg+xml", "json": "application/json", "csv": "text/csv"}

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CurrentTenant, SessionDep, StorageDep
 from api.errors import APIError
+from api.params import JobId
 from api.routes.jobs import ERRORS, load_job
 from core.db.models import Job
 from core.jobs import crud, fencing
@@ -70,7 +71,7 @@ def load_curve(session: Session, storage: Storage, job: Job) -> Curve:
 
 
 @router.get("/curve", response_model=Curve, responses={**ERRORS, **NOT_READY})
-def get_curve(job_id: str, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Curve:
+def get_curve(job_id: JobId, session: SessionDep, storage: StorageDep, tenant: CurrentTenant) -> Curve:
     """Perplexity, accuracy, latency and size of the dense model and every evaluated checkpoint."""
     return load_curve(session, storage, load_job(session, tenant.id, job_id))
 
@@ -98,7 +99,7 @@ BoundQuery = Annotated[float | None, Query()]
     },
 )
 def select(
-    job_id: str,
+    job_id: JobId,
     session: SessionDep,
     storage: StorageDep,
     tenant: CurrentTenant,
@@ -151,7 +152,7 @@ def select(
     responses={**ERRORS, 409: {"model": ErrorBody, "description": "sparsity beyond the trajectory"}},
 )
 def layers(
-    job_id: str,
+    job_id: JobId,
     session: SessionDep,
     storage: StorageDep,
     tenant: CurrentTenant,

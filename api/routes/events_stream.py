@@ -19,7 +19,8 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import BearerDep, SettingsDep, tenant_of
-from api.errors import APIError, not_found
+from api.errors import not_found
+from api.params import JobId, event_id
 from api.routes.jobs import ERRORS
 from core.db.session import session_factory
 from core.jobs import crud
@@ -43,9 +44,7 @@ def _resume_id(header: str | None, query: str | None) -> int:
     # whatever the page first asked for.
     for value, field in ((header, "Last-Event-ID"), (query, "last_event_id")):
         if value is not None and value != "":
-            if not value.isdigit() or len(value) > 19:
-                raise APIError(422, "validation_error", "must be an event id (digits)", field=field)
-            return int(value)
+            return event_id(value, field=field)
     return 0
 
 
@@ -93,7 +92,7 @@ async def event_stream(feed: EventFeed, settings: Settings) -> AsyncIterator[byt
     },
 )
 async def stream_events(
-    job_id: str,
+    job_id: JobId,
     settings: SettingsDep,
     credentials: BearerDep,
     last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID", max_length=32)] = None,

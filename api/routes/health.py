@@ -1,7 +1,8 @@
-"""Liveness, readiness and metrics (unauthenticated, outside /v1)."""
+"""Liveness, readiness and metrics (outside /v1; /metrics takes a token of its own when one is set)."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
@@ -12,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from api.deps import SettingsDep
+from api.errors import APIError
 from core.db.session import get_engine
 from core.settings import Settings
 from core.storage import get_storage
@@ -78,5 +80,23 @@ def readyz(settings: SettingsDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(request: Request) -> Response:
+def metrics(request: Request, settings: SettingsDep) -> Response:
+    """Aggregate Prometheus metrics: requests per route template and jobs per status, no tenant or job label.
+
+    With GISP_METRICS_TOKEN set, a scrape must send it as a bearer token (401 otherwise).
+    """
+    if settings.metrics_token is not None and not _bearer_matches(
+        request.headers.get("authorization", ""), settings.metrics_token.get_secret_value()
+    ):
+        raise APIError(
+            401,
+            "unauthorized",
+            "/metrics needs the bearer token GISP_METRICS_TOKEN",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())

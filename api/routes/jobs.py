@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from api.deps import CurrentTenant, SessionDep, SettingsDep
 from api.dispatch import enqueue_job
 from api.errors import APIError, not_found
+from api.params import JobId, event_id
 from api.serializers import event_public, job_public
 from api.validation import validate_job_request
 from core.db.models import Job
@@ -52,6 +53,7 @@ def load_job(session: Session, tenant_id: str, job_id: str) -> Job:
         **ERRORS,
         200: {"model": JobPublic, "description": "replay of an idempotent submission"},
         409: {"model": ErrorBody, "description": "Idempotency-Key reused with another body"},
+        413: {"model": ErrorBody, "description": "body larger than GISP_MAX_REQUEST_BYTES"},
     },
 )
 def create_job(
@@ -103,7 +105,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic, responses=ERRORS)
-def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Response:
+def get_job(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> Response:
     """Status, progress (step, loss, ETA), error and checkpoints of one job."""
     # The hottest route (clients poll it): serialised once here rather than re-validated by FastAPI.
     return Response(
@@ -113,7 +115,7 @@ def get_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> Response
 
 @router.get("/{job_id}/events", response_model=EventsPublic, responses=ERRORS)
 def list_events(
-    job_id: str,
+    job_id: JobId,
     session: SessionDep,
     settings: SettingsDep,
     tenant: CurrentTenant,
@@ -122,18 +124,14 @@ def list_events(
 ) -> EventsPublic:
     """State changes and every step's metrics, oldest first."""
     job = load_job(session, tenant.id, job_id)
-    after = None
-    if cursor:
-        if not cursor.isdigit():
-            raise APIError(422, "validation_error", "invalid cursor", field="cursor")
-        after = int(cursor)
+    after = event_id(cursor, field="cursor") if cursor else None
     page = min(limit or settings.page_size_default, settings.page_size_max)
     events, next_cursor = crud.list_events(session=session, job_id=job.id, after=after, limit=page)
     return EventsPublic(data=[event_public(e) for e in events], next_cursor=next_cursor)
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic, responses=ERRORS)
-def cancel_job(job_id: str, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
+def cancel_job(job_id: JobId, session: SessionDep, tenant: CurrentTenant) -> JobPublic:
     """Cancel a queued job now, or a running one at its next step boundary; finished jobs are unchanged."""
     job = load_job(session, tenant.id, job_id)
     crud.request_cancel(session=session, job=job)

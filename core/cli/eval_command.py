@@ -74,13 +74,15 @@ def _manifest(path: Path) -> dict[str, Any] | None:
 
 
 def _load(path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) from a .gguf file or a model directory.
+    """(model, tokenizer) from a .gguf file or a model directory; no code from the directory ever runs.
 
-    Repository code runs only for our own checkpoints (a directory with ``gisp_manifest.json``),
-    whose modeling file we wrote; plain Hugging Face directories load without it.
+    Our own checkpoints load through the engine's own model class, never through the modeling file beside
+    them; a directory that needs code of its own is refused (see ``load_without_remote_code``).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.engine.loading import load_without_remote_code
 
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     path = Path(path)
@@ -88,9 +90,7 @@ def _load(path: str | Path, *, dtype: str = "float32", device: str = "cpu") -> t
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch_dtype)
     else:
-        remote = _manifest(path) is not None
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=remote)
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=remote, dtype=torch_dtype)
+        model, tokenizer = load_without_remote_code(path, dtype=torch_dtype)
     model.to(device)
     model.eval()
     return model, tokenizer

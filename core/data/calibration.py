@@ -133,6 +133,8 @@ def parse_calibration_bytes(
             raise CalibrationError(
                 f"line {number} is not valid JSON ({error.msg})", field="calibration"
             ) from None
+        except RecursionError:  # the C parser recurses once per level of '[' or '{'
+            raise CalibrationError(f"line {number} nests too deeply", field="calibration") from None
     return validate_items(records, objective)
 
 

@@ -101,6 +101,51 @@ def _check_local_directory(path: Path, *, allow_pickle: bool, allow_remote_code:
         )
 
 
+def load_without_remote_code(
+    path: Path, *, dtype: torch.dtype
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model, tokenizer) of a model directory, with no code from the directory ever run.
+
+    Our own checkpoints (``model_type: gisp``) load through the engine's registered ``GispForCausalLM``: the
+    modeling files shipped beside their weights, whatever they hold, are never imported. Any other directory
+    that asks for code of its own (``auto_map`` in config.json or tokenizer_config.json) is refused: a file
+    name such as ``gisp_manifest.json`` proves nothing, since anyone can write one.
+    """
+    from core.engine.modeling.modeling_gisp import GispForCausalLM
+
+    config = _json_file(path / "config.json")
+    if config is None:
+        raise ModelLoadError(f"{path} has no readable config.json", field="model")
+    tokenizer_config = _json_file(path / "tokenizer_config.json") or {}
+    if tokenizer_config.get("auto_map"):
+        raise UnsafeModelError(
+            f"{path} asks to run its own tokenizer code (auto_map in tokenizer_config.json); refused",
+            field="model",
+        )
+    ours = config.get("model_type") == "gisp"
+    if config.get("auto_map") and not ours:
+        raise UnsafeModelError(
+            f"{path} asks to run its own model code (auto_map in config.json); refused", field="model"
+        )
+    try:
+        if ours:
+            model = GispForCausalLM.from_pretrained(path, dtype=dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load {path}: {error}", field="model") from None
+    return model, tokenizer
+
+
+def _json_file(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _load_pretrained(
     ref: str,
     revision: str | None,

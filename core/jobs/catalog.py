@@ -16,12 +16,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+from core.jobs.references import stays_inside
 from core.pruning_spec import Objective
 
 LOCAL_PREFIX = "local/"
 # The shape a request's model name may take (core.schemas.jobs.ModelRef): listing anything else would offer
 # a name that no submission can use.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # a safetensors header this large is not one
 GGUF_MAGIC = b"GGUF"
 
@@ -193,7 +194,7 @@ def _candidates(models_dir: Path) -> list[Path]:
     found = []
     for entry in sorted(root.iterdir()):
         name = entry.name.removesuffix(".gguf") if entry.suffix == ".gguf" else entry.name
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name) or not stays_inside(root, entry):
             continue
         if entry.is_dir() and (entry / "config.json").is_file():
             found.append(entry)

@@ -7,12 +7,13 @@ that was presumed dead and replaced can never overwrite the state its successor 
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import CursorResult
 
 from core.db.base import new_id, utcnow
-from core.db.models import Checkpoint, Job, JobEvent
+from core.db.models import Checkpoint, Job, JobEvent, Tenant
 from core.jobs.states import (
     CheckpointStatus,
     EventKind,
@@ -110,11 +111,21 @@ def encode_cursor(created_at: datetime, job_id: str) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{job_id}".encode()).decode()
 
 
+_CURSOR_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """Raises ValueError on anything that is not a cursor this server produced."""
+    """Raises ValueError on anything that is not a cursor this server produced.
+
+    Both halves are checked by shape here, since they reach SQL as bind values: a naive timestamp cannot be
+    compared with a stored one, and PostgreSQL refuses a NUL inside text.
+    """
     raw = base64.urlsafe_b64decode(cursor.encode()).decode()
-    stamp, job_id = raw.split("|", 1)
-    return datetime.fromisoformat(stamp), job_id
+    stamp, row_id = raw.split("|", 1)
+    created_at = datetime.fromisoformat(stamp)
+    if created_at.tzinfo is None or not _CURSOR_ID_RE.fullmatch(row_id):
+        raise ValueError("not a cursor this server produced")
+    return created_at, row_id
 
 
 def list_jobs(
@@ -467,6 +478,38 @@ def ensure_checkpoint(
             raise
         return existing, False
     return checkpoint, True
+
+
+@dataclass(frozen=True)
+class OnDemandUse:
+    """What a tenant's on-demand checkpoints cost now: the quotas are checked against these counts."""
+
+    of_job: int  # the job's on-demand checkpoints that exist or are being built (failed ones hold nothing)
+    building: int  # the tenant's on-demand checkpoints pending or materialising, over all its jobs
+
+
+def on_demand_use(*, session: Session, tenant_id: str, job_id: str) -> OnDemandUse:
+    """Counts for the materialisation quotas, read under a lock on the tenant's row.
+
+    The lock serialises a tenant's concurrent requests until the caller's transaction ends, so two of them
+    cannot both see room for one more checkpoint (SQLite, single-writer, needs no lock).
+    """
+    session.execute(select(Tenant.id).where(Tenant.id == tenant_id).with_for_update())
+    on_demand = and_(Checkpoint.is_target.is_(False), Checkpoint.status != CheckpointStatus.failed.value)
+    of_job = session.scalar(
+        select(func.count()).select_from(Checkpoint).where(Checkpoint.job_id == job_id, on_demand)
+    )
+    building = session.scalar(
+        select(func.count())
+        .select_from(Checkpoint)
+        .join(Job, Job.id == Checkpoint.job_id)
+        .where(
+            Job.tenant_id == tenant_id,
+            Checkpoint.is_target.is_(False),
+            Checkpoint.status.in_((CheckpointStatus.pending.value, CheckpointStatus.materializing.value)),
+        )
+    )
+    return OnDemandUse(of_job=of_job or 0, building=building or 0)
 
 
 __all__ = [

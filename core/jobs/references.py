@@ -13,15 +13,30 @@ def resolve_local_model(models_dir: Path, name: str) -> Path | None:
     """``local/<name>`` as a folder or ``<name>.gguf`` inside models_dir, or None when absent.
 
     ``name`` was already restricted to one plain path segment (no separators, no '..') by the request schema,
-    so the result always lies directly inside models_dir.
+    so the candidate lies directly inside models_dir; :func:`stays_inside` makes sure no symlink leads out.
     """
     if not name or "/" in name or "\\" in name or name in {".", ".."}:
         return None
     root = Path(models_dir)
     for candidate in (root / name, root / f"{name}.gguf"):
         if candidate.exists():
-            return candidate
+            return candidate if stays_inside(root, candidate) else None
     return None
+
+
+def stays_inside(root: Path, path: Path) -> bool:
+    """Whether ``path`` and, for a folder, everything in it, resolve to real paths inside ``root``.
+
+    A symlink in the models folder may point to another entry of it (an alias), never out of it: otherwise a
+    link to any folder holding a config.json would offer the whole filesystem as models.
+    """
+    real_root = Path(root).resolve()
+    real = path.resolve()
+    if not real.is_relative_to(real_root):
+        return False
+    if real.is_dir():
+        return all(entry.resolve().is_relative_to(real_root) for entry in real.rglob("*"))
+    return True
 
 
 def local_model_family(path: Path) -> Family | None:

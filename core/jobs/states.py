@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from enum import Enum
 
+from core.pruning_spec import sparsity_label
+
 
 class JobStatus(str, Enum):
     queued = "queued"
@@ -83,6 +85,4 @@ class EventKind(str, Enum):
     info = "info"
 
 
-def sparsity_label(sparsity: float) -> str:
-    """Canonical text of a sparsity, used in URLs, storage keys and uniqueness (4 decimals)."""
-    return f"{round(float(sparsity), 4):.4f}"
+__all__ = ["sparsity_label"]  # defined beside the sparsity rules it must agree with

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from core.data.tasks import CMQA, CMQA_TASKS
 from core.jobs.states import Phase
@@ -48,10 +57,13 @@ class ModelRef(BaseModel):
 
     id: str = Field(
         ...,
+        max_length=200,
         description="'local/<name>' (a model the operator offers: GET /v1/models) or a hub id 'org/name'",
         examples=["local/smollm2"],
     )
-    revision: str | None = Field(None, description="hub branch, tag or commit (hub models only)")
+    revision: str | None = Field(
+        None, max_length=100, description="hub branch, tag or commit (hub models only)"
+    )
 
     @field_validator("id")
     @classmethod
@@ -84,11 +96,13 @@ class CalibrationRef(BaseModel):
 
     name: str | None = Field(
         None,
+        max_length=64,
         description="a named set (GET /v1/calibration-sets), e.g. wikitext2, c4, cmqa, gsm8k",
         examples=["wikitext2"],
     )
     set_id: str | None = Field(
         None,
+        max_length=36,
         description="an uploaded set's id (POST /v1/calibration-sets)",
         examples=["cal_0123456789abcdef0123456789abcdef"],
     )
@@ -114,7 +128,19 @@ class CalibrationRef(BaseModel):
         return self
 
 
-MetadataValue = str | int | float | bool | None
+def _storable(value: str | int | float | bool | None) -> str | int | float | bool | None:
+    """A value JSON and PostgreSQL's JSONB can hold: no NaN or Infinity (not JSON), no NUL (not in JSONB)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number (JSON has no NaN or Infinity)")
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+MetadataKey = Annotated[str, Field(min_length=1, max_length=128)]
+MetadataValue = Annotated[
+    Annotated[str, Field(max_length=4096)] | int | float | bool | None, AfterValidator(_storable)
+]
 
 
 class CurveRequest(BaseModel):
@@ -152,7 +178,7 @@ class RunSettings(PruneSettings):
         description="layout of the target checkpoints: nonuniform (per-layer sizes, as pruned) or uniform "
         "(equal sizes, a stock config); any checkpoint can also be downloaded in the other layout",
     )
-    evaluations: list[str] = Field(
+    evaluations: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=list,
         max_length=16,
         description="evaluations of the dense model and every target: " + ", ".join(EVALUATIONS),
@@ -181,7 +207,7 @@ class JobSpec(RunSettings):
 
     model: ModelRef = Field(..., description="the base model to prune")
     calibration: CalibrationRef = Field(..., description="the data the scores (and the refit) read")
-    metadata: dict[str, MetadataValue] = Field(
+    metadata: dict[MetadataKey, MetadataValue] = Field(
         default_factory=dict,
         max_length=64,
         description="free labels for the client, stored and returned as given",
@@ -195,6 +221,8 @@ class JobSpec(RunSettings):
     @field_validator("metadata")
     @classmethod
     def _metadata_small(cls, value: dict[str, MetadataValue]) -> dict[str, MetadataValue]:
+        if any("\x00" in key for key in value):
+            raise ValueError("metadata keys must not contain NUL characters")
         if len(json.dumps(value)) > 8192:
             raise ValueError("metadata must stay under 8 KiB of JSON")
         return value

@@ -51,6 +51,9 @@ CASES = [
     (_with("sparsities", [0.0]), "sparsities"),
     (_with("sparsities", [0.5, 0.5]), "sparsities"),
     (_with("sparsities", "half"), "sparsities"),
+    (_with("sparsities", [1e-300]), "sparsities"),  # its checkpoint would be labelled 0.0000
+    (_with("sparsities", [0.99999]), "sparsities"),  # ... or 1.0000
+    (_with("sparsities", [0.20001, 0.20004]), "sparsities"),  # one label, 0.2000, for both
     (_with("steps", 0), "steps"),
     (_with("steps", 100000), "steps"),
     (_with("objective", "bogus"), "objective"),
@@ -80,7 +83,12 @@ CASES = [
     (_with("reconstruction", False) | {"reconstruction_samples": 64}, "reconstruction_samples"),
     (_with("protected_layers", list(range(2000))), "protected_layers"),
     (_with("seed", -1), "seed"),
-    (_with("metadata", {"blob": "x" * 10000}), "metadata"),
+    (_with("metadata", {"blob": "x" * 10000}), "metadata.blob"),
+    (_with("metadata", {k: "x" * 3000 for k in "abc"}), "metadata"),  # each fits, not all together
+    (_with("metadata", {"k" * 200: 1}), "metadata"),
+    (_with("metadata", {str(i): i for i in range(65)}), "metadata"),
+    (_with("evaluations", ["x" * 100]), "evaluations[0]"),
+    (_with("sparsities", [0.01 * i for i in range(1, 66)]), "sparsities"),
     (_with("surprise", 1), "surprise"),
 ]
 
@@ -128,3 +136,38 @@ def test_bad_query_parameters(client_factory) -> None:
         answer = client.get("/v1/jobs", params=params)
         assert answer.status_code == 422
         assert answer.json()["error"]["field"] == field
+
+
+def test_every_list_map_and_string_of_the_spec_is_bounded() -> None:
+    """The published schema bounds every array, map and string, so no field can carry an unbounded payload."""
+    from core.schemas.jobs import JobSpec
+
+    schema = JobSpec.model_json_schema()
+    definitions = schema.get("$defs", {})
+    unbounded: list[str] = []
+
+    def walk(node: object, path: str, seen: frozenset[str]) -> None:
+        if not isinstance(node, dict):
+            return
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[1]
+            if name not in seen:
+                walk(definitions[name], path, seen | {name})
+            return
+        kind = node.get("type")
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(path)
+        if kind == "string" and not ({"maxLength", "enum", "const"} & set(node)):
+            unbounded.append(path)
+        open_map = kind == "object" and node.get("additionalProperties") not in (None, False)
+        if open_map and ("maxProperties" not in node or "maxLength" not in node.get("propertyNames", {})):
+            unbounded.append(path)
+        for name, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{name}", seen)
+        for key in ("items", "additionalProperties"):
+            walk(node.get(key), f"{path}[{key}]", seen)
+        for child in node.get("anyOf", []) + node.get("allOf", []):
+            walk(child, path, seen)
+
+    walk(schema, "JobSpec", frozenset())
+    assert unbounded == []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from core.eval import read_report
 from tests.eval.conftest import SENTENCES, build_model
 
 DATA = default_data_dir()
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -160,7 +163,88 @@ def test_mismatched_baseline_is_a_user_error(checkpoints, data_dir: Path, tmp_pa
         )
 
 
-def test_load_trusts_repository_code_only_for_our_checkpoints(checkpoints, monkeypatch) -> None:
+def _hostile_code(marker: Path) -> str:
+    """A modeling file that, if it were ever imported, would leave ``marker`` behind."""
+    return f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+
+
+@pytest.fixture
+def gisp_checkpoint(tmp_path: Path, tokenizer) -> tuple[Path, Path]:
+    """One of our nonuniform checkpoints (model_type gisp, auto_map, a manifest), its modeling files replaced
+    by code that writes a marker: returns (folder, marker)."""
+    from core.engine.architectures import to_gisp_model
+    from core.engine.modeling.configuration_gisp import GispConfig
+    from core.engine.modeling.modeling_gisp import GispForCausalLM
+
+    folder, marker = tmp_path / "checkpoint", tmp_path / "marker"
+    GispConfig.register_for_auto_class()
+    GispForCausalLM.register_for_auto_class("AutoModelForCausalLM")
+    to_gisp_model(build_model(len(tokenizer)), copy=True).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    (folder / "gisp_manifest.json").write_text(json.dumps({"sparsity": 0.0, "method": "gisp"}))
+    assert json.loads((folder / "config.json").read_text())["auto_map"]
+    for name in ("modeling_gisp.py", "configuration_gisp.py"):
+        (folder / name).write_text(_hostile_code(marker))
+    return folder, marker
+
+
+def test_our_checkpoints_load_our_class_never_the_code_beside_them(gisp_checkpoint, tokenizer) -> None:
+    import torch
+
+    from core.engine.modeling.modeling_gisp import GispForCausalLM
+
+    folder, marker = gisp_checkpoint
+    # First as `gisp eval` meets it: a fresh interpreter, where nothing has registered our class yet.
+    probe = (
+        "import sys; from core.cli.eval_command import _load; model, _ = _load(sys.argv[1]); "
+        "print(type(model).__module__, type(model).__name__)"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", probe, str(folder)], capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    assert not marker.exists(), "the checkpoint's own modeling file was executed"
+    assert fresh.returncode == 0, fresh.stderr
+    assert fresh.stdout.split() == ["core.engine.modeling.modeling_gisp", "GispForCausalLM"]
+    model, _ = eval_command._load(folder)
+    assert type(model) is GispForCausalLM  # the engine's class, not one imported from the folder
+    reference = build_model(len(tokenizer)).eval()
+    ids = torch.tensor([tokenizer("The sun is responsible")["input_ids"]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, reference(ids).logits)
+
+
+def test_a_manifest_does_not_buy_remote_code(tmp_path: Path, tokenizer) -> None:
+    """Anyone can write gisp_manifest.json; a folder that needs its own code is refused, its code never run."""
+    folder, marker = tmp_path / "hostile", tmp_path / "marker"
+    build_model(len(tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config |= {
+        "model_type": "hostile",
+        "auto_map": {"AutoConfig": "hostile.HostileConfig", "AutoModelForCausalLM": "hostile.HostileModel"},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "hostile.py").write_text(_hostile_code(marker))
+    (folder / "gisp_manifest.json").write_text(json.dumps({"sparsity": 0.5, "method": "gisp"}))
+    with pytest.raises(UserInputError, match="its own model code"):
+        eval_command._load(folder)
+    assert not marker.exists()
+
+
+def test_tokenizer_code_is_refused_too(checkpoints, tmp_path: Path) -> None:
+    import shutil
+
+    dense, _ = checkpoints
+    folder = tmp_path / "tokenizer-code"
+    shutil.copytree(dense, folder)
+    settings = json.loads((folder / "tokenizer_config.json").read_text())
+    settings["auto_map"] = {"AutoTokenizer": ["hostile.HostileTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(settings))
+    with pytest.raises(UserInputError, match="tokenizer code"):
+        eval_command._load(folder)
+
+
+def test_plain_directories_load_without_remote_code(checkpoints, monkeypatch) -> None:
     import transformers
 
     seen: list[bool] = []
@@ -171,10 +255,10 @@ def test_load_trusts_repository_code_only_for_our_checkpoints(checkpoints, monke
         return real(path, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    dense, pruned = checkpoints
+    dense, pruned = checkpoints  # pruned: a plain Llama folder that carries a manifest
     eval_command._load(dense)
     eval_command._load(pruned)
-    assert seen == [False, True]
+    assert seen == [False, False]
 
 
 def test_missing_model_is_a_user_error(tmp_path: Path) -> None:
