@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1, description="Celery kills the task past this")
     materialize_time_limit_s: int = Field(3600, ge=1, description="time limit of an on-demand checkpoint")
+    verify_time_limit_s: int = Field(
+        3 * 3600, ge=1, description="time limit of re-measuring a selection (`verify=true`), all its points"
+    )
     max_crashes: int = Field(
         4, ge=0, description="times a job's worker may die (killed, out of memory) before the job fails"
     )
@@ -119,7 +122,9 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(120.0, gt=0.0, description="a running job silent this long is re-queued")
     reaper_interval_s: float = Field(30.0, gt=0.0, description="how often stale jobs are looked for")
     debug_step_delay_s: float = Field(
-        0.0, ge=0.0, description="pause before each step's work; tests only (they pause or kill workers there)"
+        0.0,
+        ge=0.0,
+        description="pause before each step's work; tests only (they pause or kill workers there)",
     )
 
     # API.
