@@ -1,0 +1,80 @@
+"""The smallest SmolLM2-135M-Instruct checkpoint within 1.5x the dense perplexity, read off a run's curve.
+
+    gisp prune SmolLM2-135M-Instruct.Q4_1.gguf --calibration wikitext2 --sparsities 0.25 --steps 5 \\
+        --samples 4 --reconstruction-samples 8 --curve --curve-points 6 --curve-perplexity-windows 8 \\
+        --out runs/smol-curve
+    python benchmarks/smollm2_selection.py runs/smol-curve --out benchmarks/results/smollm2-selection.json
+
+The choice is the service's own rule (``core.jobs.selection``, what ``GET /select?max_perplexity=`` answers):
+the most pruned point of the curve whose perplexity is at most 1.5x the dense model's. Every point of the
+curve was measured on the checkpoint as it would be downloaded (refitted), on WikiText-2 test windows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+FACTOR = 1.5
+
+
+def selection(report: dict[str, Any], factor: float = FACTOR) -> dict[str, Any]:
+    from core.jobs.selection import select_point
+    from core.schemas.curve import Curve, SelectionBounds
+
+    curve = Curve.model_validate(report["curve"])
+    assert curve.dense.perplexity is not None, "the run measured no dense perplexity"
+    bound = factor * curve.dense.perplexity
+    chosen = select_point(curve, SelectionBounds(max_perplexity=bound)).point
+    ordered = sorted(curve.points, key=lambda p: p.sparsity)
+    following = next((p for p in ordered if p.sparsity > chosen.sparsity), None)
+    return {
+        "bound": {"max_perplexity": bound, "factor_of_dense": factor},
+        "dense": {"perplexity": curve.dense.perplexity, "parameters": curve.dense.parameters},
+        "chosen": {
+            "sparsity": chosen.sparsity,
+            "label": chosen.label,
+            "perplexity": chosen.perplexity,
+            "parameters": chosen.parameters,
+            "perplexity_ratio": (chosen.perplexity or 0) / curve.dense.perplexity,
+        },
+        "next_point": None
+        if following is None
+        else {
+            "sparsity": following.sparsity,
+            "label": following.label,
+            "perplexity": following.perplexity,
+            "parameters": following.parameters,
+            "perplexity_ratio": (following.perplexity or 0) / curve.dense.perplexity,
+        },
+        "curve": [
+            {"sparsity": p.sparsity, "perplexity": p.perplexity, "parameters": p.parameters}
+            for p in [curve.dense, *ordered]
+        ],
+        "evaluation": report["curve"].get("perplexity"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="the folder `gisp prune --curve` wrote")
+    parser.add_argument("--out", type=Path, help="write the figures here as JSON")
+    parser.add_argument("--command", help="the prune command that made the run, recorded with the figures")
+    parser.add_argument("--seconds", type=float, help="the run's wall time, recorded with the figures")
+    args = parser.parse_args()
+    report = json.loads((args.run / "report.json").read_text())
+    figures = {"command": args.command, "wall_seconds": args.seconds, **selection(report)}
+    text = json.dumps(figures, indent=1)
+    if args.out is not None:
+        args.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
