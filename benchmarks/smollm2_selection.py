@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 FACTOR = 1.5
+QUESTION = "the smallest SmolLM2-135M-Instruct checkpoint within 1.5x the dense perplexity, and its sparsity"
 
 
 def selection(report: dict[str, Any], factor: float = FACTOR) -> dict[str, Any]:
@@ -62,17 +63,31 @@ def selection(report: dict[str, Any], factor: float = FACTOR) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", type=Path, help="the folder `gisp prune --curve` wrote")
-    parser.add_argument("--out", type=Path, help="write the figures here as JSON")
+    parser.add_argument(
+        "--out", type=Path, help="add the figures to this JSON file's runs (same command: replaced)"
+    )
     parser.add_argument("--command", help="the prune command that made the run, recorded with the figures")
     parser.add_argument("--seconds", type=float, help="the run's wall time, recorded with the figures")
+    parser.add_argument("--machine", help="where it ran, recorded with the figures")
     args = parser.parse_args()
     report = json.loads((args.run / "report.json").read_text())
-    figures = {"command": args.command, "wall_seconds": args.seconds, **selection(report)}
+    figures = {
+        "command": args.command,
+        "machine": args.machine,
+        "wall_seconds": args.seconds,
+        **selection(report),
+    }
     text = json.dumps(figures, indent=1)
     if args.out is not None:
-        args.out.write_text(text + "\n")
+        stored = (
+            json.loads(args.out.read_text()) if args.out.is_file() else {"question": QUESTION, "runs": []}
+        )
+        stored["runs"] = [run for run in stored["runs"] if run.get("command") != args.command] + [figures]
+        args.out.write_text(json.dumps(stored, indent=1) + "\n")
     print(text)
 
 
