@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from api.errors import APIError
 from core.settings import Settings
-from worker.outbox import BrokerUnavailable, send_checkpoint, send_job
+from worker.outbox import BrokerUnavailable, send_checkpoint, send_job, send_verification
 
 RETRY_AFTER_S = 5
 
@@ -31,3 +31,10 @@ def enqueue_materialize(settings: Settings, job_id: str, label: str, checkpoint_
         send_checkpoint(settings, job_id, label, checkpoint_id)
     except BrokerUnavailable:
         raise _unavailable(f"the request for checkpoint {label}") from None
+
+
+def enqueue_verification(settings: Settings, verification_id: str) -> None:
+    try:
+        send_verification(settings, verification_id)
+    except BrokerUnavailable:
+        raise _unavailable("the request to re-measure the selection") from None

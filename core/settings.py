@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     )
     task_time_limit_s: int = Field(6 * 3600 + 300, ge=1, description="Celery kills the task past this")
     materialize_time_limit_s: int = Field(3600, ge=1, description="time limit of an on-demand checkpoint")
+    verify_time_limit_s: int = Field(
+        3 * 3600, ge=1, description="time limit of re-measuring a selection (`verify=true`), all its points"
+    )
     max_crashes: int = Field(
         4, ge=0, description="times a job's worker may die (killed, out of memory) before the job fails"
     )

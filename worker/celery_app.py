@@ -20,6 +20,7 @@ from core.settings import Settings, get_settings
 RUN_JOB_TASK = "gisp.run_job"
 MATERIALIZE_TASK = "gisp.materialize_checkpoint"
 REAP_TASK = "gisp.reap_stale_jobs"
+VERIFY_TASK = "gisp.verify_selection"
 
 _APPS: dict[tuple[str, str], Celery] = {}
 _LOCK = threading.Lock()

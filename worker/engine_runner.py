@@ -86,6 +86,21 @@ def materialize_on_demand(inputs: Any, sink: Any, trajectory: Any, sparsity: flo
     build(inputs, sink, trajectory, sparsity, layout)
 
 
+def verify_candidates(
+    inputs: Any,
+    trajectory: Any,
+    layout: Any,
+    curve_request: Any,
+    request: Any,
+    settings: Settings,
+    **hooks: Any,
+) -> Any:
+    from core.pipeline.verify import VerifyOptions, verify_candidates
+
+    options = VerifyOptions(device=settings.worker_device, data_dir=settings.data_dir)
+    return verify_candidates(inputs, trajectory, layout, curve_request, request, options=options, **hooks)
+
+
 def preload() -> None:
     """Import the engine ahead of the first job; a maintenance-only worker (no torch) skips it."""
     with contextlib.suppress(ImportError):

@@ -1,4 +1,5 @@
-"""Celery tasks: run a job, materialise a checkpoint on demand, re-queue jobs of dead workers."""
+"""Celery tasks: run a job, materialise a checkpoint on demand, re-measure a selection, re-queue jobs of
+dead workers."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from core.jobs.states import JobStatus
 from core.schemas.jobs import JobSpec
 from core.settings import get_settings
 from core.storage import get_storage
-from worker import engine_runner, outbox
-from worker.celery_app import MATERIALIZE_TASK, REAP_TASK, RUN_JOB_TASK, app
+from worker import engine_runner, outbox, verification
+from worker.celery_app import MATERIALIZE_TASK, REAP_TASK, RUN_JOB_TASK, VERIFY_TASK, app
 from worker.context import JobContext
 from worker.failures import TRANSIENT_ERRORS, classify
 from worker.inputs import JobInputs
@@ -164,10 +165,50 @@ def _claim_checkpoint(
         return context, JobSpec.model_validate(job.spec)
 
 
+@app.task(
+    name=VERIFY_TASK,
+    bind=True,
+    max_retries=None,
+    soft_time_limit=get_settings().verify_time_limit_s,
+    time_limit=get_settings().verify_time_limit_s + 60,
+)
+def verify_selection(  # type: ignore[no-untyped-def]
+    self, verification_id: str, failing_since: float | None = None, claim: str | None = None
+) -> str:
+    """Re-measure the point a selection chose, stepping back until the re-measured figures meet the bounds."""
+    settings = get_settings()
+    work: verification.VerificationWork | None = None
+    try:
+        work = verification.claim(settings, verification_id, claim)
+        if work is None:
+            return "skipped"
+        return verification.measure(work)
+    except Exception as error:
+        failure = classify(error)
+        if failure.action == "stop":
+            return "superseded"
+        since = failing_since or time.time()
+        if failure.action == "retry" and time.time() - since <= settings.transient_deadline_s:
+            kwargs = {
+                "verification_id": verification_id,
+                "failing_since": since,
+                "claim": work and work.claim,
+            }
+            raise self.retry(countdown=_backoff(self.request.retries), exc=error, kwargs=kwargs) from error
+        if failure.code == "internal_error":
+            logger.error("verifying %s failed", verification_id, exc_info=error)
+        if work is not None:
+            verification.fail(work, failure.code, failure.message, failure.field)
+        return "failed"
+    finally:
+        engine_runner.release_memory()
+
+
 @app.task(name=REAP_TASK)
 def reap_stale_jobs() -> dict[str, int]:
     """Re-queue jobs whose worker stopped heart-beating (killed, OOM, machine lost), then send again every
-    queued job and pending checkpoint whose message is missing or old (``worker.outbox``)."""
+    queued job, pending checkpoint and waiting verification whose message is missing or old
+    (``worker.outbox``)."""
     settings = get_settings()
     with session_scope(settings) as session:
         lost = crud.reap_stale_jobs(session=session, stale_after_s=settings.stale_after_s)

@@ -8,25 +8,27 @@ import math
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import CurrentTenant, SessionDep, StorageDep
+from api.deps import CurrentTenant, SessionDep, SettingsDep, StorageDep
 from api.errors import APIError
 from api.params import JobId
 from api.routes.jobs import ERRORS, load_job
+from api.verification import figures, verified_selection
 from core.db.models import Job
 from core.jobs import crud, fencing
 from core.jobs.layers import BeyondTrajectory, counts_after, counts_from_manifest, dense_counts, step_for
-from core.jobs.selection import BOUNDS, NoBounds, NoPointQualifies, accuracy_ratio, select_point
+from core.jobs.selection import BOUNDS, NoBounds, NoPointQualifies, select_point
 from core.jobs.states import CheckpointStatus, sparsity_label
 from core.schemas.curve import (
     Curve,
     LayerCounts,
     LayersPublic,
     SelectionBounds,
-    SelectionFigures,
     SelectionPublic,
+    VerificationPending,
 )
 from core.schemas.errors import ErrorBody
 from core.storage import ObjectNotFound, Storage, StorageError
@@ -95,19 +97,36 @@ BoundQuery = Annotated[float | None, Query()]
     responses={
         **ERRORS,
         **NOT_READY,
-        409: {"model": ErrorBody, "description": "no_point_qualifies: the message names the closest point"},
+        202: {
+            "model": VerificationPending,
+            "description": "verify=true: a worker is re-measuring; poll again",
+        },
+        409: {
+            "model": ErrorBody,
+            "description": "no_point_qualifies (the message names the closest point); with verify=true, "
+            "no_point_verified (every candidate missed a bound once re-measured) or verify_unavailable",
+        },
+        503: {"model": ErrorBody, "description": "broker_unavailable (verify=true): stored, sent later"},
     },
 )
 def select(
     job_id: JobId,
     session: SessionDep,
+    settings: SettingsDep,
     storage: StorageDep,
     tenant: CurrentTenant,
     max_perplexity: BoundQuery = None,
     max_latency_ms: BoundQuery = None,
     min_accuracy_ratio: BoundQuery = None,
     max_params: BoundQuery = None,
-) -> SelectionPublic:
+    verify: Annotated[
+        bool,
+        Query(
+            description="re-measure the chosen checkpoint (after the refit) on a worker and step back "
+            "until the re-measured figures meet the bounds (202 until the worker has answered)"
+        ),
+    ] = False,
+) -> SelectionPublic | JSONResponse:
     """The checkpoint that meets the bounds: quality bounds alone pick the most pruned point meeting them;
     a size or latency bound picks the least pruned point within every bound."""
     bounds = _bounds(
@@ -128,18 +147,16 @@ def select(
         missed = error.violations
         worst = max(missed, key=missed.__getitem__) if missed else None
         raise APIError(409, "no_point_qualifies", str(error), field=worst) from None
+    if verify:
+        return verified_selection(
+            session=session, settings=settings, job=job, curve=curve, bounds=bounds, chosen=chosen
+        )
     point = chosen.point
     label = sparsity_label(point.sparsity)
     return SelectionPublic(
         sparsity=point.sparsity,
         label=label,
-        figures=SelectionFigures(
-            parameters=point.parameters,
-            perplexity=point.perplexity,
-            latency_ms=point.latency_ms,
-            accuracy=point.accuracy,
-            accuracy_ratio=accuracy_ratio(point, curve.dense),
-        ),
+        figures=figures(point, curve.dense),
         rule=chosen.rule,
         bounds=bounds,
         download_url=f"/v1/jobs/{job.id}/checkpoints/{label}",

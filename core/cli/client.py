@@ -145,8 +145,20 @@ class ServiceClient:
             if not cursor:
                 return
 
-    def select(self, job_id: str, bounds: dict[str, float]) -> dict[str, Any]:
-        return self._check(self.http.get(f"/v1/jobs/{job_id}/select", params=bounds)).json()
+    def select(
+        self, job_id: str, bounds: dict[str, float], *, verify: bool = False, timeout: float = 3600
+    ) -> dict[str, Any]:
+        """The point that meets ``bounds``; with ``verify``, re-measured by a worker (202 while it measures:
+        polled after each Retry-After until ``timeout``)."""
+        params: dict[str, Any] = dict(bounds) | ({"verify": "true"} if verify else {})
+        deadline = time.monotonic() + timeout
+        while True:
+            response = self.http.get(f"/v1/jobs/{job_id}/select", params=params)
+            if response.status_code != 202:
+                return self._check(response).json()
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the selection was still being re-measured after {timeout}s")
+            time.sleep(float(response.headers.get("Retry-After", "2")))
 
     def download(
         self, job_id: str, sparsity: float, out: Path, *, timeout: float = 3600, progress: bool = True
@@ -283,9 +295,14 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     for flag, dest, text in BOUND_FLAGS:
         select.add_argument(flag, dest=dest, type=float, help=text)
     select.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-measure the chosen checkpoint on a worker, stepping back until the bounds hold",
+    )
+    select.add_argument(
         "--download", type=Path, metavar="DIR", help="download the chosen checkpoint into DIR"
     )
-    select.add_argument("--timeout", type=float, default=3600, help="for --download")
+    select.add_argument("--timeout", type=float, default=3600, help="for --verify and --download, each")
 
 
 def _client(args: argparse.Namespace) -> ServiceClient:
@@ -519,7 +536,7 @@ def run_select(args: argparse.Namespace) -> int:
         print(f"error: give at least one bound ({flags})", file=sys.stderr)
         return 2
     client = _client(args)
-    chosen = client.select(args.job_id, bounds)
+    chosen = client.select(args.job_id, bounds, verify=args.verify, timeout=args.timeout)
     as_json = _option(args, "json")
     if args.download is not None:
         folder = client.download(
@@ -540,6 +557,16 @@ def run_select(args: argparse.Namespace) -> int:
         + "  ".join(shown)
         + f"  ({chosen['rule']})"
     )
+    for tried in (chosen.get("verification") or {}).get("tried", []):
+        curve, measured = tried["curve"]["perplexity"], tried["measured"]["perplexity"]
+        print(
+            f"  {tried['label']}  perplexity curve {_figure(curve)}  re-measured {_figure(measured)}"
+            f"  {'meets' if tried['meets'] else 'misses'}"
+        )
     if "path" in chosen:
         print(chosen["path"])
     return 0
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

@@ -171,3 +171,32 @@ class Artifact(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class Verification(Base):
+    """A request to re-measure the point ``/select`` chooses for some bounds, and what a worker found.
+
+    Keyed by the job and a digest of what the API asked (the bounds, the candidate points in the order they
+    are to be tried, with their curve figures), so asking again answers from this row instead of measuring
+    again. The worker writes the outcome under its ``claim``, as an on-demand checkpoint's worker does.
+    """
+
+    __tablename__ = "verifications"
+    __table_args__ = (UniqueConstraint("job_id", "request_key", name="uq_verifications_job_request"),)
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    request_key: Mapped[str] = mapped_column(String(64))
+    # {"bounds": {...}, "dense": POINT, "candidates": [POINT, ...]}: the curve's choice first, then each
+    # point the worker steps back to while the re-measured figure misses a bound
+    request: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    claim: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_field: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -36,6 +36,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from core.schemas.curve import Curve, CurvePoint, SelectionBounds
 
@@ -180,3 +181,60 @@ def closest_point(
     nearest = [p for p in curve.points if totals[id(p)] == least]
     point = _extreme(nearest, direction, curve.dense)
     return point, violations(point, bounds, curve.dense)
+
+
+# --- re-measuring the choice (``verify=true``) ---
+
+POINT_FIELDS = set(CurvePoint.model_fields)
+
+
+def verification_order(curve: Curve, selection: Selection) -> list[CurvePoint]:
+    """The points a re-measurement tries, in order: the chosen one, then each step back from it.
+
+    Quality bounds alone (most pruned first): a step back is the next *less* sparse point, which gives
+    quality back. With a size or latency bound (least pruned first) the chosen point is the least pruned
+    the budget allows, so no less sparse point can fit it: a step back is the next *more* sparse point
+    (smaller, faster; this is what helps when a re-measured latency misses its bound). One point per
+    sparsity (the better of equals, as the rule itself breaks ties).
+    """
+    chosen = selection.point.sparsity
+    ordered = sorted(curve.points, key=_better_first(curve.dense))
+    by_sparsity: dict[float, CurvePoint] = {}
+    for point in ordered:
+        by_sparsity.setdefault(point.sparsity, point)
+    if selection.direction is Direction.most_pruned:
+        sparsities = sorted((s for s in by_sparsity if s <= chosen), reverse=True)
+    else:
+        sparsities = sorted(s for s in by_sparsity if s >= chosen)
+    return [selection.point] + [by_sparsity[s] for s in sparsities if s != chosen]
+
+
+def verification_request(curve: Curve, bounds: SelectionBounds, selection: Selection) -> dict[str, Any]:
+    """What a worker needs to re-measure the choice, as stored JSON (its digest keys the request)."""
+
+    def plain(point: CurvePoint) -> dict[str, Any]:
+        return point.model_dump(include=POINT_FIELDS)
+
+    return {
+        "bounds": bounds.model_dump(exclude_none=True),
+        "rule": selection.rule,
+        "dense": plain(curve.dense),
+        "candidates": [plain(p) for p in verification_order(curve, selection)],
+    }
+
+
+def no_point_verified(
+    tried: list[dict[str, Any]], bounds: SelectionBounds, dense: CurvePoint
+) -> tuple[str, str | None]:
+    """When every candidate missed a bound once re-measured: the message naming the closest one and by how
+    much it misses, and the bound it misses most (the field of the error)."""
+    measured = [CurvePoint.model_validate(t["measured"]) for t in tried]
+    closest = min(measured, key=lambda p: sum(violations(p, bounds, dense).values()))
+    missed = violations(closest, bounds, dense)
+    text = ", ".join(f"{name} by {_percent(v)}" for name, v in missed.items() if v > 0)
+    labels = ", ".join(p.label for p in measured)
+    message = (
+        f"no point meets the bounds once re-measured (tried {labels}); "
+        f"closest is sparsity {closest.label} (misses {text})"
+    )
+    return message, max(missed, key=missed.__getitem__) if missed else None

@@ -62,6 +62,15 @@ class CheckpointStatus(str, Enum):
     failed = "failed"
 
 
+class VerificationStatus(str, Enum):
+    """A re-measurement of the point ``/select`` chooses (``verify=true``)."""
+
+    pending = "pending"  # asked for, waiting for a worker
+    measuring = "measuring"
+    ready = "ready"  # a point met the bounds when re-measured
+    failed = "failed"  # none did, or the measurement itself failed
+
+
 class Phase(str, Enum):
     """What a job is doing now; its progress and ETA cover every phase, not only the pruning steps."""
 

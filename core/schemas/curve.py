@@ -8,6 +8,7 @@ selection treats an unmeasured metric as not meeting a bound on it.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,15 +55,49 @@ class SelectionFigures(BaseModel):
     accuracy_ratio: float | None = None
 
 
+class VerifiedPoint(BaseModel):
+    """One point a re-measurement tried: what the curve says of it and what measuring it again gave."""
+
+    sparsity: float
+    label: str
+    curve: SelectionFigures = Field(..., description="the figures the job's curve holds for this point")
+    measured: SelectionFigures = Field(..., description="the same evaluation, run again on the checkpoint")
+    meets: bool = Field(..., description="whether the re-measured figures meet every bound")
+
+
+class VerificationPublic(BaseModel):
+    """How a choice was verified: the curve's choice, then each point stepped back to, re-measured."""
+
+    curve_choice: str = Field(..., description="label of the point the measured curve chose")
+    tried: list[VerifiedPoint] = Field(..., description="in the order measured; the last one is the answer")
+    evaluation: dict[str, Any] = Field(
+        ..., description="what was re-measured: the curve's own evaluation settings (windows, items, latency)"
+    )
+
+
 class SelectionPublic(BaseModel):
     """The point chosen for a set of bounds, why, and where to download it."""
 
     sparsity: float
     label: str
-    figures: SelectionFigures
+    figures: SelectionFigures = Field(
+        ..., description="the curve's figures; with verify=true, the re-measured figures of the answer"
+    )
     rule: str = Field(..., description="the rule that picked this point, in words")
     bounds: SelectionBounds
     download_url: str = Field(..., description="GET it for the checkpoint (202 while it is materialised)")
+    verification: VerificationPublic | None = Field(
+        None, description="with verify=true: every point re-measured, the curve's figures beside the new ones"
+    )
+
+
+class VerificationPending(BaseModel):
+    """``verify=true`` while a worker re-measures: poll again after ``retry_after_seconds``."""
+
+    status: str = Field(..., description="pending (waiting for a worker) or measuring")
+    curve_choice: str = Field(..., description="label of the point the measured curve chose")
+    candidates: list[str] = Field(..., description="the labels to be tried, in order, until one holds")
+    retry_after_seconds: int = 5
 
 
 class LayerCounts(BaseModel):

@@ -141,3 +141,14 @@ def test_layers_need_a_trajectory(job) -> None:  # type: ignore[no-untyped-def]
         client.get(f"/v1/jobs/{job_id}/layers", params={"sparsity": 1.5}).json()["error"]["field"]
         == "sparsity"
     )
+
+
+def test_verify_needs_a_job_that_measured_its_curve(job, service_settings) -> None:  # type: ignore[no-untyped-def]
+    client, job_id = job  # its spec asks for no curve; the curve here is seeded into its report
+    write_curve(service_settings, job_id, CURVE)
+    answer = client.get(f"/v1/jobs/{job_id}/select", params={"max_perplexity": 25, "verify": "true"})
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["error"]["code"] == "verify_unavailable"
+    assert answer.json()["error"]["field"] == "verify"
+    bad = client.get(f"/v1/jobs/{job_id}/select", params={"max_perplexity": 25, "verify": "perhaps"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "verify"

@@ -12,7 +12,16 @@ from core.db.models import Base
 
 pytestmark = pytest.mark.services
 
-TABLES = {"tenants", "api_keys", "calibration_sets", "jobs", "job_events", "checkpoints", "artifacts"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "calibration_sets",
+    "jobs",
+    "job_events",
+    "checkpoints",
+    "artifacts",
+    "verifications",
+}
 
 
 def _tables(url: str) -> set[str]:

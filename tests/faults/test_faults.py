@@ -141,6 +141,32 @@ def test_a_checkpoint_asked_for_while_the_broker_is_down_is_built_once_it_is_bac
     assert ready.headers["content-type"] == "application/x-tar"
 
 
+def test_a_verification_asked_for_while_the_broker_is_down_is_measured_once_it_is_back(stack: Stack) -> None:
+    client = stack.client()
+    worker = stack.worker()
+    worker.start()
+    body = job_body(steps=4, sparsities=(0.4,)) | {"curve": {"points": 3, "perplexity_windows": 2}}
+    job_id = client.post("/v1/jobs", json=body).json()["id"]
+    done = wait_for(client, job_id, lambda j: j["status"] in TERMINAL)
+    assert done["status"] == "succeeded", done
+    loosest = max(p["perplexity"] for p in client.get(f"/v1/jobs/{job_id}/curve").json()["points"])
+    params = {"max_perplexity": loosest * 1.01, "verify": "true"}
+
+    stack.redis.stop()
+    refused = client.get(f"/v1/jobs/{job_id}/select", params=params)
+    assert refused.status_code == 503 and refused.headers["retry-after"], refused.text
+    assert refused.json()["error"]["code"] == "broker_unavailable"
+    stack.redis.start()  # empty: nothing was sent; the reaper sends the waiting verification
+    verified = wait_until(
+        lambda: (r := client.get(f"/v1/jobs/{job_id}/select", params=params)).status_code == 200 and r,
+        timeout=120,
+        interval=0.3,
+        what="the verification asked for during the outage",
+    )
+    tried = verified.json()["verification"]["tried"]  # type: ignore[union-attr]
+    assert tried[-1]["meets"] and tried[-1]["label"] == "0.4000"
+
+
 def _serve(stack: Stack) -> tuple[int, Any]:
     import uvicorn
 

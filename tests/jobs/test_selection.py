@@ -12,7 +12,10 @@ from core.jobs.selection import (
     Direction,
     NoBounds,
     NoPointQualifies,
+    no_point_verified,
     select_point,
+    verification_order,
+    verification_request,
 )
 from core.schemas.curve import Curve, CurvePoint, SelectionBounds
 
@@ -252,3 +255,50 @@ def test_a_larger_budget_never_selects_a_more_pruned_point(curve: Curve, budget:
     small, large = pick(budget), pick(budget + extra)
     if small is not None:
         assert large is not None and large <= small
+
+
+# --- the order a re-measurement (verify=true) tries points in ---
+
+
+def test_verification_steps_back_to_less_sparse_points_for_a_quality_bound() -> None:
+    chosen = select_point(CURVE, SelectionBounds(max_perplexity=25))
+    assert [p.sparsity for p in verification_order(CURVE, chosen)] == [0.3, 0.2, 0.1]
+
+
+def test_verification_steps_to_more_sparse_points_under_a_size_budget() -> None:
+    chosen = select_point(CURVE, SelectionBounds(max_params=850))
+    assert [p.sparsity for p in verification_order(CURVE, chosen)] == [0.2, 0.3, 0.4]
+
+
+def test_verification_tries_one_point_per_sparsity_the_better_one() -> None:
+    twins = Curve(dense=DENSE, points=[*CURVE.points, _point(0.2, 14.0, latency_ms=8.0)])
+    chosen = select_point(twins, SelectionBounds(max_perplexity=25))
+    order = verification_order(twins, chosen)
+    assert [(p.sparsity, p.perplexity) for p in order] == [(0.3, 21.0), (0.2, 14.0), (0.1, 12.0)]
+
+
+def test_the_verification_request_is_plain_json_and_keys_the_same_question_alike() -> None:
+    import json
+
+    from core.jobs.verifications import request_key
+
+    chosen = select_point(CURVE, SelectionBounds(max_perplexity=25))
+    request = verification_request(CURVE, SelectionBounds(max_perplexity=25), chosen)
+    assert json.loads(json.dumps(request)) == request
+    assert request["bounds"] == {"max_perplexity": 25}
+    assert [c["label"] for c in request["candidates"]] == ["0.3000", "0.2000", "0.1000"]
+    again = verification_request(CURVE, SelectionBounds(max_perplexity=25), chosen)
+    other = verification_request(CURVE, SelectionBounds(max_perplexity=25.5), chosen)
+    assert request_key(again) == request_key(request) != request_key(other)
+
+
+def test_no_point_verified_names_the_closest_re_measured_point_and_the_bound_it_misses() -> None:
+    tried = [
+        {"measured": _point(0.3, 30.0).model_dump()},
+        {"measured": _point(0.2, 26.0).model_dump()},
+        {"measured": _point(0.1, 27.0).model_dump()},
+    ]
+    message, field = no_point_verified(tried, SelectionBounds(max_perplexity=25), DENSE)
+    assert field == "max_perplexity"
+    assert "tried 0.3000, 0.2000, 0.1000" in message
+    assert "closest is sparsity 0.2000 (misses max_perplexity by 4.0 %)" in message
