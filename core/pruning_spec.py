@@ -18,13 +18,19 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from core.errors import UserInputError
 from core.families import Family
 
 MAX_LAYER_INDEX = 1023  # no supported model comes near; bounds the request's lists
 DEFAULT_STEPS = 20
+# The authors' GISP run (uncc-efficient-ai/GISP, script/GISP/c4/GISPv2_0_*.yml): 112 linear steps to a
+# structure ratio of 0.7, each scoring the whole calibration set of 2000 windows of 256 tokens.
+PAPER_STEPS = 112
+PAPER_STRUCTURE_RATIO = 0.7
+PAPER_SAMPLES = 2000
+PAPER_SEQ_LEN = 256
 
 
 class Objective(str, Enum):
@@ -40,6 +46,7 @@ class Method(str, Enum):
 
     gisp = "gisp"
     gisp_oneshot = "gisp-oneshot"
+    gisp_paper = "gisp-paper"
     wanda_sp = "wanda-sp"
     flap = "flap"
     magnitude = "magnitude"
@@ -93,10 +100,13 @@ class MethodTraits:
     compensation: Literal[
         "optional", "always", "never"
     ]  # bias compensation: a switch (on by default), built in, or none
+    # Reproduces its authors' procedure as published: no score choice, its own schedule, selection and
+    # defaults (see ``PAPER_*``), so that results can be compared with the original.
+    exact: bool = False
 
     @property
     def takes_score(self) -> bool:
-        return self.reads == "gradients"
+        return self.reads == "gradients" and not self.exact
 
 
 METHODS: dict[Method, MethodTraits] = {
@@ -111,6 +121,14 @@ METHODS: dict[Method, MethodTraits] = {
         "gradients",
         False,
         "optional",
+    ),
+    Method.gisp_paper: MethodTraits(
+        "GISP exactly as the authors' code runs it: their block weights and normalisation, 112 linear "
+        "steps to a structure ratio, the whole calibration set every step, no compensation, no refit",
+        "gradients",
+        True,
+        "never",
+        exact=True,
     ),
     Method.wanda_sp: MethodTraits(
         "Wanda-sp: |W| times input norm, the same fraction removed from every layer",
@@ -149,6 +167,12 @@ class ExperimentalSettings(BaseModel):
         0.1, ge=0.0, lt=1.0, description="fraction of the first layers never pruned (unless protected_layers)"
     )
     protect_last_layer: bool = Field(True, description="never prune the last layer (unless protected_layers)")
+    structure_ratio: float = Field(
+        PAPER_STRUCTURE_RATIO,
+        gt=0.0,
+        lt=1.0,
+        description="gisp-paper: the fraction of all heads and channels its linear schedule ends at",
+    )
 
 
 LayerIndex = Annotated[int, Field(ge=0, le=MAX_LAYER_INDEX)]
@@ -219,6 +243,18 @@ class PruneSettings(BaseModel):
     experimental: ExperimentalSettings = Field(
         default_factory=ExperimentalSettings, description="options for experiments; defaults measured best"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_defaults(cls, data: object) -> object:
+        """gisp-paper's defaults are the authors' run: their calibration size, step count, and no refit."""
+        if isinstance(data, dict) and data.get("method") in (Method.gisp_paper, Method.gisp_paper.value):
+            data = dict(data)
+            data.setdefault("reconstruction", False)
+            data.setdefault("samples", PAPER_SAMPLES)
+            data.setdefault("seq_len", PAPER_SEQ_LEN)
+            data.setdefault("steps", PAPER_STEPS)
+        return data
 
     @field_validator("sparsities")
     @classmethod

@@ -11,6 +11,7 @@ from core.engine.methods.activations import FlapScorer, WandaSpScorer
 from core.engine.methods.base import LayerScores, Scored, Scorer, StepInput
 from core.engine.methods.baselines import MagnitudeScorer, RandomScorer
 from core.engine.methods.fisher import GateFisherScorer, RefitFisherScorer
+from core.engine.methods.paper import PaperTaylorScorer
 from core.engine.methods.taylor import TaylorScorer
 from core.pruning_spec import METHODS, Method, PruneSettings, Score
 
@@ -20,6 +21,7 @@ GRADIENT_SCORERS: dict[Score, type[Scorer]] = {
     Score.refit_fisher: RefitFisherScorer,
 }
 SCORERS: dict[Method, type[Scorer]] = {
+    Method.gisp_paper: PaperTaylorScorer,
     Method.wanda_sp: WandaSpScorer,
     Method.flap: FlapScorer,
     Method.magnitude: MagnitudeScorer,
