@@ -48,7 +48,9 @@ class Method(str, Enum):
     gisp_oneshot = "gisp-oneshot"
     gisp_paper = "gisp-paper"
     wanda_sp = "wanda-sp"
+    wanda_sp_dense = "wanda-sp-dense"
     flap = "flap"
+    flap_headsum = "flap-headsum"
     magnitude = "magnitude"
     random = "random"
 
@@ -103,6 +105,10 @@ class MethodTraits:
     # Reproduces its authors' procedure as published: no score choice, its own schedule, selection and
     # defaults (see ``PAPER_*``), so that results can be compared with the original.
     exact: bool = False
+    # Scored again for every target, on the model pruned to the previous one (else once, or every step).
+    per_target: bool = False
+    # Leaves the first 10 % and the last layer alone by default (FLAP and Wanda-sp prune every layer).
+    protects_layers: bool = True
 
     @property
     def takes_score(self) -> bool:
@@ -131,13 +137,30 @@ METHODS: dict[Method, MethodTraits] = {
         exact=True,
     ),
     Method.wanda_sp: MethodTraits(
-        "Wanda-sp: |W| times input norm, the same fraction removed from every layer",
+        "Wanda-sp as the FLAP repository runs it: |W| times input norm, the same fraction of heads and "
+        "channels removed from every layer, each layer measured after the layers before it are pruned",
+        "activations",
+        False,
+        "never",
+        per_target=True,
+        protects_layers=False,
+    ),
+    Method.wanda_sp_dense: MethodTraits(
+        "Wanda-sp's scores from one pass on the dense model, ranked as fractions within each layer",
         "activations",
         False,
         "never",
     ),
     Method.flap: MethodTraits(
-        "FLAP: fluctuation of each input, standardised, global ranking, bias compensation",
+        "FLAP as its official code runs it: squared attention fluctuation, features standardised per layer "
+        "then averaged per head, one global ranking of every layer, bias compensation",
+        "activations",
+        False,
+        "always",
+        protects_layers=False,
+    ),
+    Method.flap_headsum: MethodTraits(
+        "FLAP's fluctuation summed per head, heads and channels standardised per layer, bias compensation",
         "activations",
         False,
         "always",

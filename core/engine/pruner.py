@@ -114,7 +114,9 @@ class PruningRun:
             )  # biases exist from the start: the scores read their gradients
         self.one_shot: ScoreTable | None = None
         self.scoring_seconds, self.loss_batches, self.loss_scale = 0.0, list[Batch](), 1.0
-        if not settings.traits.iterative:  # scored once, on the dense model, also when resuming
+        if (
+            not settings.traits.iterative and not settings.traits.per_target
+        ):  # scored once, on the dense model
             self._score_once(dense)
         self.state = self.trajectory.state_after_steps(self.done)
         view.remove(self.model, dense, self.state)
@@ -149,7 +151,7 @@ class PruningRun:
         self.scoring_seconds = time.perf_counter() - started
         self.loss_batches, self.loss_scale = _loss_share(batches, self.trajectory.batch_size)
 
-    def _scored(self, state: PruningState, batches: list[Batch]) -> Scored:
+    def _scored(self, state: PruningState, batches: list[Batch], target: float = 0.0) -> Scored:
         step = StepInput(
             self.model,
             state,
@@ -159,6 +161,7 @@ class PruningRun:
             self.protected,
             self.compensation,
             self.view,
+            target,
         )
         scored = self.scorer.score(step)
         if scored.compensation is not None:
@@ -172,8 +175,9 @@ class PruningRun:
     def _ranked(self, step: int) -> tuple[ScoreTable, float]:
         if self.one_shot is None:
             # gisp-paper reads its whole calibration set at every step: the same draw each time
-            batches = self.pool.batches(0 if self.settings.traits.exact else step)
-            scored = self._scored(self.state, batches)
+            traits = self.settings.traits
+            batches = self.pool.batches(0 if traits.exact or traits.per_target else step)
+            scored = self._scored(self.state, batches, self.schedule[step])
             return self._table(scored, self.state), scored.loss
         loss = calibration_loss(self.model, self.loss_batches) * self.loss_scale
         return self.one_shot.alive_in(self.state), loss

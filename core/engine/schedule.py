@@ -29,7 +29,10 @@ def step_targets(settings: PruneSettings) -> list[float]:
 
 
 def protected_layers(settings: PruneSettings, num_layers: int) -> list[int]:
-    """By default the first 10 % of layers and the last one, which pruning hurts most."""
+    """By default the first 10 % of layers and the last one, which pruning hurts most (none for FLAP and
+    Wanda-sp, whose official code prunes every layer)."""
+    if settings.protected_layers is None and not settings.traits.protects_layers:
+        return []
     if settings.protected_layers is not None:
         outside = [layer for layer in settings.protected_layers if layer >= num_layers]
         if outside:

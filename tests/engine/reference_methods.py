@@ -7,6 +7,9 @@ removes, as (layer, kind, index) with kind 0 = head, 1 = channel. Sources (read 
 - GISP: uncc-efficient-ai/GISP, external_code/GISP/pruners/grad_sp_global.py (``obtain_info_iterative``,
   ``prune_oneshot``, ``prune_iterative``) and pruners/non_uniform_pruner.py (``fill_information``,
   ``ratio_scheduling``); run settings from script/GISP/c4/GISPv2_0_llama3_8b_c4.yml.
+- FLAP and Wanda-sp: CASIA-IVA-Lab/FLAP, lib/prune.py (``prune_flap`` with its defaults WIFV and AL-AM,
+  ``prune_wanda_sp``, ``compress``) and lib/layerwrapper.py (``BiasGPT``, ``WrappedGPT``). Their code
+  handles multi-head attention only (k and v rows share the query heads' mask), so these do too.
 """
 
 from __future__ import annotations
@@ -101,3 +104,117 @@ def _mask(model: nn.Module, heads: torch.Tensor, channels: torch.Tensor, head_di
         mlp.gate_proj.weight[channels[index]] = 0
         mlp.up_proj.weight[channels[index]] = 0
         mlp.down_proj.weight[:, channels[index]] = 0
+
+
+def _output_projection_inputs(
+    model: nn.Module, layers: list[int]
+) -> tuple[dict[str, list[torch.Tensor]], list]:
+    """Hooks keeping every input of the listed layers' o_proj and down_proj, one tensor per call."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    handles = []
+    for index in layers:
+        layer = model.model.layers[index]
+        for key, module in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+            seen[key] = []
+            handles.append(
+                module.register_forward_hook(lambda _m, inp, _out, key=key: seen[key].append(inp[0].detach()))
+            )
+    return seen, handles
+
+
+@torch.no_grad()
+def flap_removals(
+    model: nn.Module, batches: list[torch.Tensor], ratio: float
+) -> tuple[set[Removal], dict[str, torch.Tensor]]:
+    """FLAP (WIFV, AL-AM) at ``pruning_ratio``: the removed structures and ``baseline_inp`` per projection."""
+    config = model.config
+    layers = model.model.layers
+    head_dim = config.head_dim
+    seen, handles = _output_projection_inputs(model, list(range(len(layers))))
+    for ids in batches:
+        for j in range(ids.shape[0]):  # the official loop feeds one sample at a time
+            model(ids[j : j + 1])
+    for handle in handles:
+        handle.remove()
+    baselines, attn_metrics, mlp_metrics = {}, [], []
+    for index, layer in enumerate(layers):
+        for key, weight in (
+            (f"{index}.attn", layer.self_attn.o_proj.weight),
+            (f"{index}.mlp", layer.mlp.down_proj.weight),
+        ):
+            # BiasGPT.add_batch, batch size 1: inp is (dim, seqlen)
+            nsamples, baseline, fluc = 0, torch.zeros(weight.shape[1], dtype=weight.dtype), None
+            for x in seen[key]:
+                inp = x.reshape(-1, x.shape[-1]).t()
+                old = baseline  # the same tensor: the official update below is in place
+                baseline *= nsamples / (nsamples + 1)
+                baseline += torch.mean(inp, dim=1) / (nsamples + 1)
+                if nsamples == 0:
+                    fluc = 0
+                else:
+                    fluc *= (nsamples - 1) / (nsamples + 1 - 1)
+                    fluc += torch.sum((inp - baseline.unsqueeze(1)) * (inp - old.unsqueeze(1)), dim=1) / (
+                        nsamples + 1
+                    )
+                nsamples += 1  # noqa: SIM113 (the official counter, kept as written)
+            baselines[key] = baseline
+            metric = fluc * torch.sum(weight.pow(2), dim=0)  # WIFV
+            (attn_metrics if key.endswith("attn") else mlp_metrics).append(
+                metric**2 if key.endswith("attn") else metric
+            )
+    standardise = lambda x: (x - torch.mean(x, axis=1, keepdim=True)) / torch.std(x, axis=1, keepdim=True)  # noqa: E731
+    attn_metric = standardise(torch.stack(attn_metrics)).reshape(len(layers), -1, head_dim).mean(dim=2)
+    mlp_metric = standardise(torch.stack(mlp_metrics))
+    prune_metric = torch.cat([attn_metric.view(-1), mlp_metric.view(-1)])
+    sorted_prune, indices = torch.sort(prune_metric, descending=True)
+    compression_weight = torch.ones_like(indices, dtype=torch.float64)
+    compression_weight[indices < attn_metric.numel()] = 4 * head_dim / 3  # 512/3 for LLaMA's head_dim 128
+    target = torch.sum(compression_weight) * (1 - ratio)
+    threshold = sorted_prune[torch.argmin(torch.abs(torch.cumsum(compression_weight, 0) - target))]
+    attn_mask, mlp_mask = attn_metric > threshold, mlp_metric > threshold  # True: kept
+    removed = {(int(i), 0, int(h)) for i, h in (~attn_mask).nonzero()}
+    removed |= {(int(i), 1, int(c)) for i, c in (~mlp_mask).nonzero()}
+    return removed, baselines
+
+
+@torch.no_grad()
+def wanda_sp_removals(model: nn.Module, batches: list[torch.Tensor], ratio: float) -> set[Removal]:
+    """Wanda-sp at ``pruning_ratio``, layer after layer on the already pruned model (masking it in place)."""
+    config = model.config
+    head_dim, heads = config.head_dim, config.num_attention_heads
+    removed: set[Removal] = set()
+    for index, layer in enumerate(model.model.layers):
+        seen, handles = _output_projection_inputs(model, [index])
+        for ids in batches:
+            for j in range(ids.shape[0]):
+                model(ids[j : j + 1])
+        for handle in handles:
+            handle.remove()
+        masks = {}
+        for key, linear in ((f"{index}.attn", layer.self_attn.o_proj), (f"{index}.mlp", layer.mlp.down_proj)):
+            nsamples, scaler_row = 0, torch.zeros(linear.weight.shape[1], dtype=linear.weight.dtype)
+            for x in seen[key]:  # WrappedGPT.add_batch, batch size 1
+                inp = x.reshape(-1, x.shape[-1]).t()
+                scaler_row *= nsamples / (nsamples + 1)
+                nsamples += 1  # noqa: SIM113 (the official counter, kept as written)
+                scaler_row += torch.norm(inp, p=2, dim=1) ** 2 / nsamples
+            metric = torch.abs(linear.weight) * torch.sqrt(scaler_row.reshape((1, -1)))
+            if key.endswith("attn"):
+                metric = metric.mean(axis=0).reshape(-1, head_dim).sum(dim=1)
+                thresh = torch.sort(metric)[0][int(ratio * heads)]
+            else:
+                metric = metric.mean(axis=0)
+                thresh = torch.sort(metric)[0][int(metric.numel() * ratio)]
+            masks[key] = metric >= thresh  # True: kept
+        head_mask, channel_mask = masks[f"{index}.attn"], masks[f"{index}.mlp"]
+        removed |= {(index, 0, int(h)) for h in (~head_mask).nonzero().flatten()}
+        removed |= {(index, 1, int(c)) for c in (~channel_mask).nonzero().flatten()}
+        rows = (~head_mask).repeat_interleave(head_dim)
+        attn, mlp = layer.self_attn, layer.mlp
+        for linear in (attn.q_proj, attn.k_proj, attn.v_proj):
+            linear.weight[rows] = 0
+        attn.o_proj.weight[:, rows] = 0
+        mlp.gate_proj.weight[~channel_mask] = 0
+        mlp.up_proj.weight[~channel_mask] = 0
+        mlp.down_proj.weight[:, ~channel_mask] = 0
+    return removed

@@ -127,7 +127,12 @@ def test_every_method_runs_in_the_same_loop(method: Method) -> None:
         assert [round(s.target_sparsity, 6) for s in trajectory.steps] == [0.0, 0.233333, 0.466667, 0.7]
     elif method is not Method.gisp:
         assert len(trajectory.steps) == 2  # one scoring, one record per target
-    compensates = method in (Method.flap, Method.gisp, Method.gisp_oneshot)  # FLAP always, GISP by default
+    compensates = method in (
+        Method.flap,
+        Method.flap_headsum,
+        Method.gisp,
+        Method.gisp_oneshot,
+    )  # FLAP always
     assert (trajectory.compensation is not None) == compensates
 
 
