@@ -148,20 +148,22 @@ def sequential_wanda_sp(step: StepInput) -> list[LayerScores]:
     """Wanda-sp's removals at ``step.target``, layer after layer, as scores the global ranking takes first.
 
     The official code prunes a ratio r of the heads and of the channels of every layer; r here is the
-    target over the share of the decoder the eligible layers hold, so the removals reach it. Layer i's
-    statistics come from a pass through layers 0..i with the removals already chosen before it applied
-    (their o_proj / down_proj columns zeroed, which removes them exactly; restored afterwards). Planned
-    removals score in (-2, -1], everything else its rank fraction in (0, 1]: should whole structures per
-    layer fall short of the target, the lowest-ranked rest make up the difference.
+    target over the share of the decoder the eligible layers hold, so the removals reach it. As in the
+    official loop, each layer runs twice on the hidden states the pruned layers before it produced: once to
+    measure its o_proj and down_proj inputs, once pruned (its removals applied by zeroing their o_proj /
+    down_proj columns, restored afterwards) to feed the next layer. Planned removals score in (-2, -1],
+    everything else its rank fraction in (0, 1]: should whole structures per layer fall short of the
+    target, the lowest-ranked rest make up the difference.
     """
     model, g, view = step.model, step.geometry, step.view
     ratio = uniform_ratio(g, step.eligible, step.target)
     layers = model.model.layers
+    states, masks = _first_layer_inputs(model, step.batches)
     saved: list[tuple[nn.Parameter, torch.Tensor]] = []
     scores: list[LayerScores] = []
     try:
         for index, layer in enumerate(layers):
-            attn_in, mlp_in = _layer_input_norms(model, step.batches, index)
+            attn_in, mlp_in = _input_norms(layer, states, masks)
             o, down = layer.self_attn.o_proj, layer.mlp.down_proj
             heads = (o.weight.abs().float() * attn_in[None, :]).mean(0).view(-1, g.head_dim).sum(1)
             channels = (down.weight.abs().float() * mlp_in[None, :]).mean(0)
@@ -171,13 +173,11 @@ def sequential_wanda_sp(step: StepInput) -> list[LayerScores]:
             live_channels = _alive_positions(present_channels, alive.channels)
             layer_scores = LayerScores(_quantile(heads, live_heads), _quantile(channels, live_channels))
             if index in step.eligible:
-                head_cut = _lowest(
-                    heads, live_heads, int(ratio * g.num_heads + 1e-9) - (g.num_heads - len(alive.heads))
-                )
+                removed_heads = g.num_heads - len(alive.heads)
+                removed_channels = g.intermediate_size - len(alive.channels)
+                head_cut = _lowest(heads, live_heads, int(ratio * g.num_heads + 1e-9) - removed_heads)
                 channel_cut = _lowest(
-                    channels,
-                    live_channels,
-                    int(ratio * g.intermediate_size + 1e-9) - (g.intermediate_size - len(alive.channels)),
+                    channels, live_channels, int(ratio * g.intermediate_size + 1e-9) - removed_channels
                 )
                 layer_scores.heads[head_cut] -= 2.0
                 layer_scores.channels[channel_cut] -= 2.0
@@ -187,6 +187,8 @@ def sequential_wanda_sp(step: StepInput) -> list[LayerScores]:
                         saved.append((linear.weight, linear.weight.data.clone()))
                         linear.weight.data[:, columns.to(linear.weight.device)] = 0
             scores.append(layer_scores)
+            if index + 1 < len(layers):
+                states = [(layer(hidden, **kwargs), kwargs) for hidden, kwargs in states]
     finally:
         for parameter, original in reversed(saved):
             parameter.data.copy_(original)
@@ -200,17 +202,38 @@ def uniform_ratio(g: Geometry, eligible: list[int], target: float) -> float:
     return min(1.0, target * g.dense_decoder_params / (len(eligible) * per_layer)) if eligible else 0.0
 
 
-def _layer_input_norms(
-    model: nn.Module, batches: list[Batch], index: int
+State = tuple[torch.Tensor, dict[str, object]]
+
+
+def _first_layer_inputs(model: nn.Module, batches: list[Batch]) -> tuple[list[State], list[torch.Tensor]]:
+    """What the first decoder layer receives for every batch (hidden states and keyword arguments), and
+    each batch's attention mask, from passes that stop there."""
+    states: list[State] = []
+    masks: list[torch.Tensor] = []
+
+    def capture(_module: nn.Module, args: tuple, kwargs: dict[str, object]) -> None:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        states.append((hidden.detach(), {k: v for k, v in kwargs.items() if k != "hidden_states"}))
+
+    first = model.model.layers[0]
+    handle = first.register_forward_pre_hook(capture, with_kwargs=True)
+    try:
+        forward_until(model, batches, first, lambda batch: masks.append(batch.attention_mask))
+    finally:
+        handle.remove()
+    return states, masks
+
+
+def _input_norms(
+    layer: nn.Module, states: list[State], masks: list[torch.Tensor]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """‖X_j‖ of layer ``index``'s o_proj and down_proj inputs, from a pass that stops after that layer."""
-    layer = model.model.layers[index]
+    """‖X_j‖ of the layer's o_proj and down_proj inputs (padding excluded) over one run of every batch."""
     squares: dict[str, torch.Tensor] = {}
-    mask: dict[str, torch.Tensor] = {}
+    current: dict[str, torch.Tensor] = {}
 
     def hook(key: str) -> Callable:
         def record(_module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].detach().float()[mask["tokens"].bool()]
+            x = inputs[0].detach().float()[current["mask"].bool()]
             squares[key] = squares.get(key, 0) + (x * x).sum(0)
 
         return record
@@ -219,10 +242,10 @@ def _layer_input_norms(
         layer.self_attn.o_proj.register_forward_pre_hook(hook("attn")),
         layer.mlp.down_proj.register_forward_pre_hook(hook("mlp")),
     ]
-    layers = model.model.layers
-    stop = layers[index + 1] if index + 1 < len(layers) else model.model.norm
     try:
-        forward_until(model, batches, stop, lambda batch: mask.__setitem__("tokens", batch.attention_mask))
+        for (hidden, kwargs), mask in zip(states, masks):
+            current["mask"] = mask.to(hidden.device)
+            layer(hidden, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
