@@ -247,6 +247,35 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The run as Markdown tables: perplexities, then every paired ratio with its 95 % interval."""
+    corpora = list(result["dense_perplexity"])
+    lines = [
+        f"Dense perplexity: {', '.join(f'{c} {v:.2f}' for c, v in result['dense_perplexity'].items())} "
+        f"({', '.join(f'{c} {n} windows' for c, n in result['windows'].items())}).",
+        "",
+        "| group / method | sparsity | " + " | ".join(f"ppl {c}" for c in corpora) + " |",
+        "|---|---|" + "---|" * len(corpora),
+    ]
+    for arm, by_sparsity in result["perplexity"].items():
+        for sparsity, by_corpus in by_sparsity.items():
+            cells = " | ".join(f"{by_corpus[c]:.1f}" for c in corpora)
+            lines.append(f"| {arm} | {sparsity} | {cells} |")
+    lines += [
+        "",
+        "| ratio of perplexities | sparsity | " + " | ".join(corpora) + " |",
+        "|---|---|" + "---|" * len(corpora),
+    ]
+    for name, by_sparsity in result["ratios"].items():
+        for sparsity, by_corpus in by_sparsity.items():
+            cells = " | ".join(
+                f"{by_corpus[c]['ratio']:.3f} [{by_corpus[c]['low']:.3f}, {by_corpus[c]['high']:.3f}]"
+                for c in corpora
+            )
+            lines.append(f"| {name} | {sparsity} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
 def _commit() -> str | None:
     try:
         return subprocess.run(

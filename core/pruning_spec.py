@@ -137,7 +137,7 @@ METHODS: dict[Method, MethodTraits] = {
         exact=True,
     ),
     Method.wanda_sp: MethodTraits(
-        "Wanda-sp as the FLAP repository runs it: |W| times input norm, the same fraction of heads and "
+        "Wanda-sp as the FLAP repository runs it: weight magnitude times input norm, the same fraction of heads and "
         "channels removed from every layer, each layer measured after the layers before it are pruned",
         "activations",
         False,
