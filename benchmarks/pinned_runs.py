@@ -31,11 +31,17 @@ RUNS: dict[str, dict[str, Any]] = {
     "gisp-no-refit": {"reconstruction": False},
     "gisp-margin": {"objective": "margin"},
     "gisp-oneshot": {"method": "gisp-oneshot"},
+    "gisp-paper": {"method": "gisp-paper"},
     "wanda-sp": {"method": "wanda-sp"},
+    "wanda-sp-dense": {"method": "wanda-sp-dense"},
     "flap": {"method": "flap"},
+    "flap-headsum": {"method": "flap-headsum"},
     "magnitude": {"method": "magnitude"},
     "random": {"method": "random"},
 }
+# Runs renamed since a pin file was written: "flap" and "wanda-sp" meant today's variants until the
+# official methods took those names. A comparison looks a run up under its old name when the new is absent.
+RENAMED_SINCE = {"flap-headsum": "flap", "wanda-sp-dense": "wanda-sp"}
 FAMILIES = {"llama": {"heads": 4, "kv_heads": 2}, "qwen2": {"heads": 4, "kv_heads": 4}}
 LAYOUTS = ("nonuniform", "uniform")
 
@@ -59,7 +65,7 @@ def _weights_digest(folder: Path) -> str:
 
 def _spelled_for(settings_type: Any, options: dict[str, Any]) -> dict[str, Any]:
     """Options as the settings type at hand spells them (earlier commits kept experimental options flat)."""
-    if options.get("method", "gisp") != "gisp":  # one-shot methods take one step, asked or not
+    if options.get("method", "gisp") not in ("gisp", "gisp-paper"):  # one-shot methods take one step
         options = {key: value for key, value in options.items() if key != "steps"}
     if "experimental" in settings_type.model_fields:
         return options
@@ -125,6 +131,13 @@ def run_all(selected: list[str]) -> dict[str, dict[str, str]]:
     return digests
 
 
+def _renamed(key: str) -> str:
+    """A key of a pin file written before the renames, under today's name of the run it pinned."""
+    family, name, layout = key.split("/")
+    old_to_new = {old: new for new, old in RENAMED_SINCE.items()}
+    return f"{family}/{old_to_new.get(name, name)}/{layout}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -141,10 +154,16 @@ def main() -> int:
         args.out.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
     if args.compare:
         earlier = json.loads(args.compare.read_text())
-        differing = [key for key in digests if earlier.get(key) != digests[key]]
+        if not any(key.split("/")[1] in RENAMED_SINCE for key in earlier):
+            earlier = {_renamed(key): value for key, value in earlier.items()}
+        new = [key for key in digests if key not in earlier]
+        for key in new:
+            print(f"NEW {key}: no earlier digest")
+        differing = [key for key in digests if key in earlier and earlier[key] != digests[key]]
         for key in differing:
             print(f"DIFFERS {key}: {earlier.get(key)} -> {digests[key]}")
-        print(f"{len(digests) - len(differing)} of {len(digests)} runs identical to {args.compare}")
+        compared = len(digests) - len(new)
+        print(f"{compared - len(differing)} of {compared} runs identical to {args.compare}")
         return 1 if differing else 0
     return 0
 

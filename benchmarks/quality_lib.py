@@ -183,6 +183,10 @@ def settings_key(settings: PruneSettings, items: Sequence[CalibrationItem], load
     for name, neutral in NEUTRAL_SETTINGS.items():
         if dumped.get(name) == neutral:
             dumped.pop(name, None)
+    if dumped.get("method") in ("flap", "wanda-sp"):  # these names ran the engine's earlier readings before:
+        dumped["official"] = (
+            True  # a cached trajectory of those (now flap-headsum, wanda-sp-dense) must not match
+        )
     return _digest([dumped, fingerprint(items), loaded.identity.get("weights_sha256")])[:16]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from core.errors import UserInputError
 from core.families import Family
@@ -26,6 +26,12 @@ from core.families import Family
 MAX_LAYER_INDEX = 1023  # no supported model comes near; bounds the request's lists
 DEFAULT_STEPS = 20
 LABEL_DECIMALS = 4
+# The authors' GISP run (uncc-efficient-ai/GISP, script/GISP/c4/GISPv2_0_*.yml): 112 linear steps to a
+# structure ratio of 0.7, each scoring the whole calibration set of 2000 windows of 256 tokens.
+PAPER_STEPS = 112
+PAPER_STRUCTURE_RATIO = 0.7
+PAPER_SAMPLES = 2000
+PAPER_SEQ_LEN = 256
 
 
 def sparsity_label(sparsity: float) -> str:
@@ -50,8 +56,11 @@ class Method(str, Enum):
 
     gisp = "gisp"
     gisp_oneshot = "gisp-oneshot"
+    gisp_paper = "gisp-paper"
     wanda_sp = "wanda-sp"
+    wanda_sp_dense = "wanda-sp-dense"
     flap = "flap"
+    flap_headsum = "flap-headsum"
     magnitude = "magnitude"
     random = "random"
 
@@ -103,10 +112,17 @@ class MethodTraits:
     compensation: Literal[
         "optional", "always", "never"
     ]  # bias compensation: a switch (on by default), built in, or none
+    # Reproduces its authors' procedure as published: no score choice, its own schedule, selection and
+    # defaults (see ``PAPER_*``), so that results can be compared with the original.
+    exact: bool = False
+    # Scored again for every target, on the model pruned to the previous one (else once, or every step).
+    per_target: bool = False
+    # Leaves the first 10 % and the last layer alone by default (FLAP and Wanda-sp prune every layer).
+    protects_layers: bool = True
 
     @property
     def takes_score(self) -> bool:
-        return self.reads == "gradients"
+        return self.reads == "gradients" and not self.exact
 
 
 METHODS: dict[Method, MethodTraits] = {
@@ -122,14 +138,39 @@ METHODS: dict[Method, MethodTraits] = {
         False,
         "optional",
     ),
+    Method.gisp_paper: MethodTraits(
+        "GISP exactly as the authors' code runs it: their block weights and normalisation, 112 linear "
+        "steps to a structure ratio, the whole calibration set every step, no compensation, no refit",
+        "gradients",
+        True,
+        "never",
+        exact=True,
+    ),
     Method.wanda_sp: MethodTraits(
-        "Wanda-sp: |W| times input norm, the same fraction removed from every layer",
+        "Wanda-sp as the FLAP repository runs it: weight magnitude times input norm, the same fraction of heads and "
+        "channels removed from every layer, each layer measured after the layers before it are pruned",
+        "activations",
+        False,
+        "never",
+        per_target=True,
+        protects_layers=False,
+    ),
+    Method.wanda_sp_dense: MethodTraits(
+        "Wanda-sp's scores from one pass on the dense model, ranked as fractions within each layer",
         "activations",
         False,
         "never",
     ),
     Method.flap: MethodTraits(
-        "FLAP: fluctuation of each input, standardised, global ranking, bias compensation",
+        "FLAP as its official code runs it: squared attention fluctuation, features standardised per layer "
+        "then averaged per head, one global ranking of every layer, bias compensation",
+        "activations",
+        False,
+        "always",
+        protects_layers=False,
+    ),
+    Method.flap_headsum: MethodTraits(
+        "FLAP's fluctuation summed per head, heads and channels standardised per layer, bias compensation",
         "activations",
         False,
         "always",
@@ -159,6 +200,12 @@ class ExperimentalSettings(BaseModel):
         0.1, ge=0.0, lt=1.0, description="fraction of the first layers never pruned (unless protected_layers)"
     )
     protect_last_layer: bool = Field(True, description="never prune the last layer (unless protected_layers)")
+    structure_ratio: float = Field(
+        PAPER_STRUCTURE_RATIO,
+        gt=0.0,
+        lt=1.0,
+        description="gisp-paper: the fraction of all heads and channels its linear schedule ends at",
+    )
 
 
 LayerIndex = Annotated[int, Field(ge=0, le=MAX_LAYER_INDEX)]
@@ -229,6 +276,18 @@ class PruneSettings(BaseModel):
     experimental: ExperimentalSettings = Field(
         default_factory=ExperimentalSettings, description="options for experiments; defaults measured best"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_defaults(cls, data: object) -> object:
+        """gisp-paper's defaults are the authors' run: their calibration size, step count, and no refit."""
+        if isinstance(data, dict) and data.get("method") in (Method.gisp_paper, Method.gisp_paper.value):
+            data = dict(data)
+            data.setdefault("reconstruction", False)
+            data.setdefault("samples", PAPER_SAMPLES)
+            data.setdefault("seq_len", PAPER_SEQ_LEN)
+            data.setdefault("steps", PAPER_STEPS)
+        return data
 
     @field_validator("sparsities")
     @classmethod

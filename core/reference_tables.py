@@ -96,7 +96,12 @@ def methods_table() -> str:
     """Every method a job may name, with the traits validation and the loop rely on."""
     rows = []
     for method, traits in METHODS.items():
-        scores = "every step" if traits.iterative else "once, on the dense model"
+        if traits.iterative:
+            scores = "every step"
+        elif traits.per_target:
+            scores = "once per target, layer after layer on the pruned model"
+        else:
+            scores = "once, on the dense model"
         rows.append(
             f"| `{method.value}` | {traits.summary} | {traits.reads} | {scores} | {traits.compensation} |"
         )

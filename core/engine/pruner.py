@@ -20,8 +20,8 @@ from core.engine.loading import LoadedModel
 from core.engine.methods import Scored, StepInput, scorer_for
 from core.engine.methods.gradients import calibration_loss
 from core.engine.objectives import DEFAULT_BATCH_SIZE, Batch, CalibrationPool
-from core.engine.ranking import ScoreTable, select, survivor_scores
-from core.engine.schedule import protected_layers, step_targets
+from core.engine.ranking import ScoreTable, select, select_count, survivor_scores
+from core.engine.schedule import paper_removal_count, protected_layers, step_targets
 from core.engine.structures import Geometry, PruningState
 from core.engine.trajectory import StepRecord, Trajectory
 from core.engine.versions import library_versions
@@ -94,6 +94,8 @@ class PruningRun:
             raise UserInputError("every layer is protected; nothing can be pruned", field="protected_layers")
         self.schedule = step_targets(settings)
         _check_reachable(self.geometry, self.eligible, settings.max_sparsity)
+        if settings.traits.exact:
+            _check_paper_reaches(self.geometry, self.eligible, settings)
         self.trajectory = resume or self._new_trajectory(loaded, items, batch_size)
         if resume is not None:
             _check_resumable(resume, settings, loaded, items, self.schedule)
@@ -112,7 +114,9 @@ class PruningRun:
             )  # biases exist from the start: the scores read their gradients
         self.one_shot: ScoreTable | None = None
         self.scoring_seconds, self.loss_batches, self.loss_scale = 0.0, list[Batch](), 1.0
-        if not settings.traits.iterative:  # scored once, on the dense model, also when resuming
+        if (
+            not settings.traits.iterative and not settings.traits.per_target
+        ):  # scored once, on the dense model
             self._score_once(dense)
         self.state = self.trajectory.state_after_steps(self.done)
         view.remove(self.model, dense, self.state)
@@ -147,7 +151,7 @@ class PruningRun:
         self.scoring_seconds = time.perf_counter() - started
         self.loss_batches, self.loss_scale = _loss_share(batches, self.trajectory.batch_size)
 
-    def _scored(self, state: PruningState, batches: list[Batch]) -> Scored:
+    def _scored(self, state: PruningState, batches: list[Batch], target: float = 0.0) -> Scored:
         step = StepInput(
             self.model,
             state,
@@ -157,6 +161,7 @@ class PruningRun:
             self.protected,
             self.compensation,
             self.view,
+            target,
         )
         scored = self.scorer.score(step)
         if scored.compensation is not None:
@@ -169,7 +174,10 @@ class PruningRun:
 
     def _ranked(self, step: int) -> tuple[ScoreTable, float]:
         if self.one_shot is None:
-            scored = self._scored(self.state, self.pool.batches(step))
+            # gisp-paper reads its whole calibration set at every step: the same draw each time
+            traits = self.settings.traits
+            batches = self.pool.batches(0 if traits.exact or traits.per_target else step)
+            scored = self._scored(self.state, batches, self.schedule[step])
             return self._table(scored, self.state), scored.loss
         loss = calibration_loss(self.model, self.loss_batches) * self.loss_scale
         return self.one_shot.alive_in(self.state), loss
@@ -180,7 +188,14 @@ class PruningRun:
         ranked, loss = self._ranked(step)
         if self.one_shot is not None and step == 0:
             started -= self.scoring_seconds
-        new_state, removed, threshold = select(self.state, ranked, self.eligible, self.schedule[step])
+        if self.settings.traits.exact:  # the schedule counts structures (gisp-paper)
+            g = self.geometry
+            total = paper_removal_count(
+                g.num_layers * (g.num_heads + g.intermediate_size), self.schedule[step]
+            )
+            new_state, removed, threshold = select_count(self.state, ranked, self.eligible, total)
+        else:
+            new_state, removed, threshold = select(self.state, ranked, self.eligible, self.schedule[step])
         self.view.remove(self.model, self.state, new_state)
         if self.compensation is not None:
             self.compensation.apply(self.model, new_state)
@@ -226,6 +241,29 @@ def _check_reachable(geometry: Geometry, eligible: list[int], sparsity: float) -
         raise UserInputError(
             f"sparsity {sparsity:.3f} exceeds the {reachable:.3f} the unprotected layers hold; "
             "lower the target or protect fewer layers",
+            field="sparsities",
+        )
+
+
+def _check_paper_reaches(geometry: Geometry, eligible: list[int], settings: PruneSettings) -> None:
+    """gisp-paper's schedule ends at a count of structures: refuse targets that even its best case misses.
+
+    Which structures go is known only once it has run; the bound assumes the largest go first (heads, each
+    freeing its KV head), so a refusal is certain and a target it accepts may still end out of reach (the
+    checkpoint then says so).
+    """
+    g = geometry
+    count = paper_removal_count(
+        g.num_layers * (g.num_heads + g.intermediate_size), settings.experimental.structure_ratio
+    )
+    heads = min(count, len(eligible) * g.num_heads)
+    channels = min(count - heads, len(eligible) * g.intermediate_size)
+    freed = heads * g.query_head_params + channels * g.channel_params
+    freed += (heads // max(g.group_size, 1)) * g.kv_head_params
+    if settings.max_sparsity > freed / g.dense_decoder_params:
+        raise UserInputError(
+            f"gisp-paper stops at {settings.experimental.structure_ratio:.2f} of all heads and channels, which "
+            f"cannot reach sparsity {settings.max_sparsity:.3f}; raise experimental.structure_ratio",
             field="sparsities",
         )
 

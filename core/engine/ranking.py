@@ -113,6 +113,28 @@ def select(
     return new_state, removed, threshold
 
 
+def select_count(
+    state: PruningState, table: ScoreTable, eligible: Sequence[int], removed_total: int
+) -> tuple[PruningState, list[Structure], float]:
+    """Remove the lowest-ranked eligible structures until ``removed_total`` structures are gone in all.
+
+    gisp-paper's selection: its schedule counts structures, whatever their size. Removed structures count
+    toward the total (the authors keep them, at score 0, at the bottom of their ranking).
+    """
+    g = state.geometry
+    already = g.num_layers * (g.num_heads + g.intermediate_size) - sum(
+        len(alive.heads) + len(alive.channels) for alive in state.layers
+    )
+    removed: list[Structure] = []
+    threshold = float("-inf")
+    for row in table.ascending(eligible)[: max(0, removed_total - already)]:
+        removed.append(table.structure(int(row)))
+        threshold = float(table.scores[row])
+    new_state = state.copy()
+    new_state.remove_all(removed)
+    return new_state, removed, threshold
+
+
 def survivor_scores(state: PruningState, table: ScoreTable) -> list[dict[str, list[float]]]:
     """Each surviving structure's last score (0.0 where it has none), in the state's order."""
     scores = table.by_structure()

@@ -15,7 +15,10 @@ from core.engine.structures import Geometry, Kind, PruningState, RemovalCosts, S
 from core.errors import SparsityError
 from core.pruning_spec import PruneSettings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+# Version 3 gave "flap" and "wanda-sp" to the official methods; what those names computed before is kept
+# under these names, so an older trajectory still says (and re-runs) what it ran.
+RENAMED_IN_V3 = {"flap": "flap-headsum", "wanda-sp": "wanda-sp-dense"}
 EXPERIMENTAL_V1 = ("normalization", "schedule", "protected_first_fraction", "protect_last_layer")
 
 
@@ -128,6 +131,8 @@ class Trajectory:
         data = dict(data)
         if data.get("schema_version") == 1:
             data = _upgrade_from_v1(data)
+        if data.get("schema_version") == 2:
+            data = _upgrade_from_v2(data)
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"unknown trajectory schema_version {data.get('schema_version')}")
         data["geometry"] = Geometry(**data["geometry"])
@@ -151,4 +156,12 @@ def _upgrade_from_v1(data: dict[str, Any]) -> dict[str, Any]:
         settings.pop("steps", None)
     if not settings.get("reconstruction", True):
         settings.pop("reconstruction_samples", None)
-    return {**data, "settings": settings, "schema_version": SCHEMA_VERSION}
+    return {**data, "settings": settings, "schema_version": 2}
+
+
+def _upgrade_from_v2(data: dict[str, Any]) -> dict[str, Any]:
+    settings = dict(data["settings"])
+    method = settings.get("method")
+    if method in RENAMED_IN_V3:
+        settings["method"] = RENAMED_IN_V3[method]
+    return {**data, "settings": settings, "schema_version": 3}

@@ -67,3 +67,42 @@ def test_single_head() -> None:
     from alembic.script import ScriptDirectory
 
     assert len(ScriptDirectory.from_config(alembic_config("sqlite://")).get_heads()) == 1
+
+
+def test_0005_renames_the_methods_stored_jobs_ran(tmp_path: Path) -> None:
+    """Jobs stored as flap / wanda-sp ran the engine's earlier readings, now named flap-headsum and
+    wanda-sp-dense: the upgrade renames them (and only them), the downgrade names them back."""
+    import json
+
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'gisp.db'}"
+    upgrade(url, "0004")
+    engine = create_engine(url)
+    now = "2026-01-01 00:00:00"
+    specs = {"a": "flap", "b": "wanda-sp", "c": "gisp", "d": "magnitude"}
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO tenants (id, name, created_at) VALUES ('t', 't', :now)"), {"now": now}
+            )
+            for job, method in specs.items():
+                connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, tenant_id, status, spec, request_hash, created_at, updated_at, attempt,"
+                        " progress_step) VALUES (:id, 't', 'succeeded', :spec, 'h', :now, :now, 1, 0)"
+                    ),
+                    {"id": job, "spec": json.dumps({"method": method, "sparsities": [0.2]}), "now": now},
+                )
+
+        def methods() -> dict[str, str]:
+            with engine.connect() as connection:
+                rows = connection.execute(text("SELECT id, spec FROM jobs")).all()
+            return {job: json.loads(spec)["method"] for job, spec in rows}
+
+        upgrade(url, "0005")
+        assert methods() == {"a": "flap-headsum", "b": "wanda-sp-dense", "c": "gisp", "d": "magnitude"}
+        downgrade(url, "0004")
+        assert methods() == specs
+    finally:
+        engine.dispose()

@@ -123,9 +123,16 @@ def test_every_method_runs_in_the_same_loop(method: Method) -> None:
     trajectory = prune(loaded, ITEMS, settings(method=method, sparsities=[0.2, 0.4]))
     assert trajectory.is_complete
     assert trajectory.steps[-1].sparsity >= 0.4
-    if method is not Method.gisp:
+    if method is Method.gisp_paper:  # its own schedule: the authors' linear structure ratios
+        assert [round(s.target_sparsity, 6) for s in trajectory.steps] == [0.0, 0.233333, 0.466667, 0.7]
+    elif method is not Method.gisp:
         assert len(trajectory.steps) == 2  # one scoring, one record per target
-    compensates = method in (Method.flap, Method.gisp, Method.gisp_oneshot)  # FLAP always, GISP by default
+    compensates = method in (
+        Method.flap,
+        Method.flap_headsum,
+        Method.gisp,
+        Method.gisp_oneshot,
+    )  # FLAP always
     assert (trajectory.compensation is not None) == compensates
 
 

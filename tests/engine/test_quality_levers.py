@@ -157,7 +157,7 @@ def test_one_shot_steps_record_the_loss_of_a_bounded_share_of_a_large_pool() -> 
     from core.engine.pruner import ONE_SHOT_LOSS_SEQUENCES
 
     loaded = build_loaded("llama")
-    run_settings = settings(method=Method.wanda_sp, samples=ONE_SHOT_LOSS_SEQUENCES + 16)
+    run_settings = settings(method=Method.wanda_sp_dense, samples=ONE_SHOT_LOSS_SEQUENCES + 16)
     trajectory = engine_prune(loaded, ITEMS, run_settings, batch_size=8)
     batches = CalibrationPool(ITEMS, loaded.tokenizer, run_settings, 8).batches(0)
     share = batches[: ONE_SHOT_LOSS_SEQUENCES // 8]

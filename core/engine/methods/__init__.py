@@ -7,10 +7,11 @@ method, and every score of the gradient methods, to the class that computes it. 
 
 from __future__ import annotations
 
-from core.engine.methods.activations import FlapScorer, WandaSpScorer
+from core.engine.methods.activations import FlapHeadsumScorer, FlapScorer, WandaSpDenseScorer, WandaSpScorer
 from core.engine.methods.base import LayerScores, Scored, Scorer, StepInput
 from core.engine.methods.baselines import MagnitudeScorer, RandomScorer
 from core.engine.methods.fisher import GateFisherScorer, RefitFisherScorer
+from core.engine.methods.paper import PaperTaylorScorer
 from core.engine.methods.taylor import TaylorScorer
 from core.pruning_spec import METHODS, Method, PruneSettings, Score
 
@@ -20,8 +21,11 @@ GRADIENT_SCORERS: dict[Score, type[Scorer]] = {
     Score.refit_fisher: RefitFisherScorer,
 }
 SCORERS: dict[Method, type[Scorer]] = {
+    Method.gisp_paper: PaperTaylorScorer,
     Method.wanda_sp: WandaSpScorer,
+    Method.wanda_sp_dense: WandaSpDenseScorer,
     Method.flap: FlapScorer,
+    Method.flap_headsum: FlapHeadsumScorer,
     Method.magnitude: MagnitudeScorer,
     Method.random: RandomScorer,
 }

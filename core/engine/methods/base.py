@@ -42,6 +42,7 @@ class StepInput:
     protected: list[int]  # layers whose structures are never ranked
     compensation: BiasCompensation | None
     view: StructureView
+    target: float = 0.0  # the step's target sparsity (what a per-target method prunes to)
 
     @property
     def eligible(self) -> list[int]:

@@ -1,0 +1,301 @@
+"""Like-for-like quality on SmolLM2-135M: GISP against the faithful baselines, with paired intervals.
+
+    python benchmarks/faithfulness.py                      # the full protocol (days on 2 CPU cores)
+    python benchmarks/faithfulness.py --sparsities 0.3,0.5 --windows 96 --samples 16 --steps 8 \
+        --paper-steps 12 --refit-samples 16 --out out/faithfulness   # the reduced run of the results file
+
+Every comparison pairs methods with the same post-processing and the same calibration text:
+
+- ``none``: no compensation, no refit: gisp (bias_compensation off), gisp-paper, wanda-sp;
+- ``compensation``: bias compensation, no refit: gisp (its default), flap (always compensates);
+- ``refit``: the least-squares refit of every checkpoint: gisp (default), gisp-paper, wanda-sp, flap.
+
+All methods calibrate on WikiText-2 validation without its held-out tail (``quality_lib``), ``--samples``
+windows of ``--seq-len`` tokens per scoring pass; gisp draws a fresh sample at each of its ``--steps``, the
+one-shot methods read ``--oneshot-samples`` (default: samples × steps, the same number of tokens as gisp),
+gisp-paper reads one fixed set of ``--samples`` windows at each of its ``--paper-steps``. Perplexity is
+measured on the first ``--windows`` windows of 128 tokens of WikiText-2 test and of the C4 documents in
+``../shared/datasets/c4`` (never calibrated on), keeping every window's mean loss, so each ratio of
+perplexities between two methods gets a paired bootstrap 95 % interval over the same windows.
+The full protocol: ``--windows 1024`` or more, sparsities 0.2 to 0.5, the paper's 112 steps of 2000×256
+tokens for gisp-paper. Trajectories and per-window losses are cached under ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import quality_lib as lib
+from core.data.text import c4_texts
+from core.eval.perplexity import token_nlls, tokenize_text, windows_of
+from core.eval.runtime import deterministic, eval_mode
+from core.pruning_spec import Method, PruneSettings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One pruned model family: a method's trajectory, read with or without the refit."""
+
+    name: str
+    method: Method
+    compensation: bool  # gisp's switch (flap always compensates, the others never)
+    refit: bool
+
+
+GROUPS: dict[str, list[Arm]] = {
+    "none": [
+        Arm("gisp", Method.gisp, False, False),
+        Arm("gisp-paper", Method.gisp_paper, False, False),
+        Arm("wanda-sp", Method.wanda_sp, False, False),
+    ],
+    "compensation": [
+        Arm("gisp", Method.gisp, True, False),
+        Arm("flap", Method.flap, True, False),
+    ],
+    "refit": [
+        Arm("gisp", Method.gisp, True, True),
+        Arm("gisp-paper", Method.gisp_paper, False, True),
+        Arm("wanda-sp", Method.wanda_sp, False, True),
+        Arm("flap", Method.flap, True, True),
+    ],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, default=Path("out/faithfulness"))
+    parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
+    parser.add_argument("--groups", default=",".join(GROUPS), help="of: " + ", ".join(GROUPS))
+    parser.add_argument("--windows", type=int, default=1024, help="128-token windows per corpus")
+    parser.add_argument("--samples", type=int, default=32, help="calibration windows per scoring pass")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=20, help="gisp's steps")
+    parser.add_argument("--oneshot-samples", type=int, default=None, help="default: samples × steps")
+    parser.add_argument("--paper-steps", type=int, default=112)
+    parser.add_argument("--paper-samples", type=int, default=None, help="default: --samples")
+    parser.add_argument("--refit-samples", type=int, default=128)
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--result", type=Path, default=None, help="JSON written here (default: results/)")
+    return parser.parse_args(argv)
+
+
+def settings_for(arm: Arm, args: argparse.Namespace, top: float) -> PruneSettings:
+    common: dict[str, Any] = {
+        "method": arm.method,
+        "sparsities": [top],
+        "seq_len": args.seq_len,
+        "reconstruction": False,  # checkpoints are refitted (or not) when read: one trajectory serves both
+    }
+    if arm.method is Method.gisp:
+        return PruneSettings(
+            **common, samples=args.samples, steps=args.steps, bias_compensation=arm.compensation
+        )
+    if arm.method is Method.gisp_paper:
+        samples = args.paper_samples or args.samples
+        return PruneSettings(**common, samples=samples, steps=args.paper_steps)
+    return PruneSettings(**common, samples=args.oneshot_samples or args.samples * args.steps)
+
+
+@torch.no_grad()
+def window_losses(model: torch.nn.Module, ids: torch.Tensor, window: int = lib.WINDOW) -> list[float]:
+    """Mean next-token loss of every window (the perplexity protocol's windows, in order)."""
+    losses: list[float] = []
+    chunks = windows_of(ids, window)
+    with eval_mode(model), deterministic():
+        for start in range(0, chunks.size(0), 8):
+            nll = token_nlls(model, chunks[start : start + 8]).double()
+            losses += nll.view(nll.shape[0], -1).mean(1).tolist()
+    return losses
+
+
+def paired_ratio(a: list[float], b: list[float], resamples: int, seed: int = 0) -> dict[str, float]:
+    """ppl(a) / ppl(b) over the same windows, and its paired bootstrap 95 % interval (windows resampled)."""
+    differences = [x - y for x, y in zip(a, b)]
+    n = len(differences)
+    rng = random.Random(seed)
+    ratios = sorted(
+        math.exp(sum(differences[rng.randrange(n)] for _ in range(n)) / n) for _ in range(resamples)
+    )
+    return {
+        "ratio": math.exp(sum(differences) / n),
+        "low": ratios[int(0.025 * resamples)],
+        "high": ratios[min(resamples - 1, int(0.975 * resamples))],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.manual_seed(0)
+    sparsities = sorted(float(s) for s in args.sparsities.split(","))
+    groups = {name: GROUPS[name] for name in args.groups.split(",")}
+    started = time.perf_counter()
+    loaded, split, _evaluator = lib.smollm2_context()
+    corpora = {
+        "wikitext2-test": tokenize_text(loaded.tokenizer, lib.wikitext2_text("test")),
+        "c4": tokenize_text(loaded.tokenizer, "\n\n".join(c4_texts())),
+    }
+    corpora = {name: ids[: args.windows * lib.WINDOW] for name, ids in corpora.items()}
+    losses_cache = args.out / "losses"
+    losses_cache.mkdir(parents=True, exist_ok=True)
+
+    def losses_of(key: str, build: Any) -> dict[str, list[float]]:
+        path = losses_cache / f"{key}-{args.windows}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        model = build()
+        result = {name: window_losses(model, ids) for name, ids in corpora.items()}
+        path.write_text(json.dumps(result))
+        return result
+
+    dense = losses_of("dense", lambda: loaded.model)
+    runs: dict[tuple[Method, bool], lib.CachedRun] = {}
+    arms: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for group, members in groups.items():
+        for arm in members:
+            run_key = (arm.method, arm.compensation)
+            if run_key not in runs:
+                settings = settings_for(arm, args, sparsities[-1])
+                runs[run_key] = lib.pruned_run(loaded, split.calibration, settings, args.out, label=arm.name)
+            run = runs[run_key]
+            for sparsity in sparsities:
+                key = f"{run.key}-{sparsity:.3f}-{'refit' if arm.refit else 'plain'}-r{args.refit_samples}"
+                arms.setdefault(f"{group}/{arm.name}", {})[f"{sparsity:.2f}"] = losses_of(
+                    key,
+                    lambda run=run, sparsity=sparsity, arm=arm: _checkpoint(
+                        loaded, split, run, sparsity, arm, args
+                    ),
+                )
+    result: dict[str, Any] = {
+        "command": "python benchmarks/faithfulness.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "machine": lib.machine_info(),
+        "protocol": {
+            key: (str(value) if isinstance(value, Path) else value) for key, value in vars(args).items()
+        },
+        "windows": {name: len(values) for name, values in dense.items()},
+        "dense_perplexity": {name: math.exp(sum(v) / len(v)) for name, v in dense.items()},
+        "prune_seconds": {
+            f"{m.value}{'' if c else ' (no compensation)'}": r.prune_seconds for (m, c), r in runs.items()
+        },
+        "perplexity": {},
+        "ratios": {},
+    }
+    for arm_name, by_sparsity in arms.items():
+        for sparsity, by_corpus in by_sparsity.items():
+            for corpus, values in by_corpus.items():
+                result["perplexity"].setdefault(arm_name, {}).setdefault(sparsity, {})[corpus] = math.exp(
+                    sum(values) / len(values)
+                )
+    for group, members in groups.items():
+        gisp = f"{group}/gisp"
+        for arm in members:
+            other = f"{group}/{arm.name}"
+            if other == gisp:
+                continue
+            for sparsity in arms[gisp]:
+                for corpus in corpora:
+                    ratio = paired_ratio(
+                        arms[gisp][sparsity][corpus], arms[other][sparsity][corpus], args.bootstrap
+                    )
+                    result["ratios"].setdefault(f"{gisp} ÷ {arm.name}", {}).setdefault(sparsity, {})[
+                        corpus
+                    ] = ratio
+        if "gisp-paper" in {arm.name for arm in members}:
+            paper = f"{group}/gisp-paper"
+            for arm in members:
+                if arm.name in ("gisp", "gisp-paper"):
+                    continue
+                for sparsity in arms[paper]:
+                    for corpus in corpora:
+                        ratio = paired_ratio(
+                            arms[paper][sparsity][corpus],
+                            arms[f"{group}/{arm.name}"][sparsity][corpus],
+                            args.bootstrap,
+                        )
+                        result["ratios"].setdefault(f"{paper} ÷ {arm.name}", {}).setdefault(sparsity, {})[
+                            corpus
+                        ] = ratio
+    result["seconds"] = time.perf_counter() - started
+    out = args.result or RESULTS / f"faithfulness-{result['commit'] or 'local'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(
+        json.dumps(
+            {"ratios": result["ratios"], "perplexity": result["perplexity"]}, indent=1, ensure_ascii=False
+        )
+    )
+    print(f"written to {out}")
+    return 0
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The run as Markdown tables: perplexities, then every paired ratio with its 95 % interval."""
+    corpora = list(result["dense_perplexity"])
+    lines = [
+        f"Dense perplexity: {', '.join(f'{c} {v:.2f}' for c, v in result['dense_perplexity'].items())} "
+        f"({', '.join(f'{c} {n} windows' for c, n in result['windows'].items())}).",
+        "",
+        "| group / method | sparsity | " + " | ".join(f"ppl {c}" for c in corpora) + " |",
+        "|---|---|" + "---|" * len(corpora),
+    ]
+    for arm, by_sparsity in result["perplexity"].items():
+        for sparsity, by_corpus in by_sparsity.items():
+            cells = " | ".join(f"{by_corpus[c]:.1f}" for c in corpora)
+            lines.append(f"| {arm} | {sparsity} | {cells} |")
+    lines += [
+        "",
+        "| ratio of perplexities | sparsity | " + " | ".join(corpora) + " |",
+        "|---|---|" + "---|" * len(corpora),
+    ]
+    for name, by_sparsity in result["ratios"].items():
+        for sparsity, by_corpus in by_sparsity.items():
+            cells = " | ".join(
+                f"{by_corpus[c]['ratio']:.3f} [{by_corpus[c]['low']:.3f}, {by_corpus[c]['high']:.3f}]"
+                for c in corpora
+            )
+            lines.append(f"| {name} | {sparsity} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _checkpoint(
+    loaded: Any, split: lib.WikiSplit, run: lib.CachedRun, sparsity: float, arm: Arm, args: argparse.Namespace
+) -> torch.nn.Module:
+    trajectory = run.trajectory
+    if arm.refit:
+        settings = trajectory.settings.model_copy(update={"reconstruction_samples": args.refit_samples})
+        trajectory = dataclasses.replace(trajectory, settings=settings)
+    return lib.model_at(
+        loaded, trajectory, sparsity, "nonuniform", refit=arm.refit, calibration=split.calibration
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
