@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     stale_after_s: float = Field(120.0, gt=0.0, description="a running job silent this long is re-queued")
     reaper_interval_s: float = Field(30.0, gt=0.0, description="how often stale jobs are looked for")
     debug_step_delay_s: float = Field(
-        0.0, ge=0.0, description="pause before each step's work; tests only (they pause or kill workers there)"
+        0.0,
+        ge=0.0,
+        description="pause before each step's work; tests only (they pause or kill workers there)",
     )
 
     # API.
