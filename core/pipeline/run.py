@@ -30,6 +30,8 @@ from core.pipeline.sink import Sink
 from core.pruning_spec import Layout, PruneSettings, fit_to_layout
 from core.schemas.jobs import CurveRequest
 
+GGUF_FILE = "model.gguf"  # the one file of a GGUF checkpoint variant
+
 
 class RunSpec(Protocol):
     """What the pipeline reads of a job: the engine's settings plus the layout and the evaluations."""
@@ -189,14 +191,27 @@ def _prune(
 
 
 def build_checkpoint(
-    run: Run, trajectory: Trajectory, sparsity: float, layout: Layout, *, is_target: bool
+    run: Run,
+    trajectory: Trajectory,
+    sparsity: float,
+    layout: Layout,
+    *,
+    is_target: bool,
+    gguf_type: str | None = None,
 ) -> nn.Module:
-    """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds."""
+    """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds.
+
+    With ``gguf_type`` the sink gets a folder holding only ``model.gguf``, the checkpoint exported for llama.cpp.
+    """
     run.tracker.start(Phase.building_checkpoints)
     with tempfile.TemporaryDirectory(prefix="gisp-ckpt-") as tmp:
         folder, model = materialize_model(
             run.loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout=layout, calibration=run.items
         )
+        if gguf_type is not None:
+            from core.engine.export import export_gguf
+
+            folder = export_gguf(folder, Path(tmp) / "gguf" / GGUF_FILE, gguf_type=gguf_type).parent
         run.sink.save_checkpoint(folder, sparsity=sparsity, layout=layout.value, is_target=is_target)
     run.checkpoints.append(sparsity)
     run.tracker.unit_done()
@@ -236,9 +251,16 @@ def job_report(
 
 
 def materialize_on_demand(
-    inputs: Inputs, sink: Sink, trajectory: Trajectory, sparsity: float, layout: Layout
+    inputs: Inputs,
+    sink: Sink,
+    trajectory: Trajectory,
+    sparsity: float,
+    layout: Layout | str,
+    *,
+    gguf_type: str | None = None,
 ) -> None:
-    """A checkpoint asked for after the run (any sparsity the trajectory reached), built like a target."""
+    """A checkpoint asked for after the run (any sparsity the trajectory reached, in either layout, as a folder
+    or as a GGUF file), built like a target."""
     loaded, items = inputs.load_model(), inputs.calibration_items()
     run = Run(loaded, items, sink, ProgressTracker(units={}), Evaluator([], loaded.tokenizer))
-    build_checkpoint(run, trajectory, sparsity, layout, is_target=False)
+    build_checkpoint(run, trajectory, sparsity, Layout(layout), is_target=False, gguf_type=gguf_type)
