@@ -165,6 +165,16 @@ def materialize_model(
     return out, model
 
 
+def refresh_model_card(folder: Path, *, evaluation: dict[str, Any] | None) -> None:
+    """Rewrites a saved checkpoint's model card with its evaluation results, and the card's sha256 in the
+    manifest with it."""
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    card = write_model_card(folder, manifest, evaluation=evaluation)
+    manifest["files"][card.name] = file_sha256(card)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+
+
 def build_manifest(
     loaded: LoadedModel,
     trajectory: Trajectory,

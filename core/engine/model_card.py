@@ -117,17 +117,30 @@ def _layer_summary(layers: list[dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
-def _evaluation_section(evaluation: dict[str, Any] | None) -> list[str]:
-    if not evaluation:
+def _evaluation_section(metrics: dict[str, Any] | None) -> list[str]:
+    """The job's evaluation of this checkpoint (``core.eval.evaluate_model``'s metrics), with item counts."""
+    if not metrics:
+        return []
+    rows = []
+    perplexity = metrics.get("perplexity")
+    if isinstance(perplexity, dict) and "perplexity" in perplexity:
+        items = f"{perplexity.get('n_windows')} windows of {perplexity.get('window')} tokens"
+        rows.append(
+            (str(perplexity.get("dataset", "wikitext2")), "perplexity", perplexity["perplexity"], items)
+        )
+    for task, result in sorted((metrics.get("multiple_choice") or {}).items()):
+        for metric in ("acc", "acc_norm"):
+            if isinstance(result, dict) and metric in result:
+                rows.append((task, metric, result[metric], f"{result.get('n')} items"))
+    gsm8k = metrics.get("gsm8k")
+    if isinstance(gsm8k, dict):
+        for metric, value in sorted(gsm8k.items()):
+            if isinstance(value, float):
+                rows.append(("gsm8k", metric, value, f"{gsm8k.get('n', '?')} items"))
+    if not rows:
         return []
     lines = ["## Evaluation", "", "| task | metric | value | items |", "|---|---|---|---|"]
-    for task, result in sorted(evaluation.items()):
-        if not isinstance(result, dict):
-            continue
-        items = result.get("items", result.get("n", ""))
-        for metric, value in sorted(result.items()):
-            if isinstance(value, (int, float)) and metric not in ("items", "n", "seconds"):
-                lines.append(f"| {task} | {metric} | {value:.4g} | {items} |")
+    lines += [f"| {task} | {metric} | {value:.4g} | {items} |" for task, metric, value, items in rows]
     return [*lines, ""]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from torch import nn
 from core.data.calibration import CalibrationItem
 from core.engine.architectures import family_of
 from core.engine.loading import LoadedModel
-from core.engine.materialize import checkpoint_at, materialize_model
+from core.engine.materialize import checkpoint_at, materialize_model, refresh_model_card
 from core.engine.objectives import DEFAULT_BATCH_SIZE
 from core.engine.pruner import prune
 from core.engine.trajectory import StepRecord, Trajectory
@@ -138,11 +139,19 @@ def _targets_and_curve(run: Run, trajectory: Trajectory, targets: list[float], s
             run.tracker.unit_done()
             continue
         model: nn.Module
+        curve_point = round(sparsity, 4) in points
         if stored:
             _, model = checkpoint_at(run.loaded, trajectory, sparsity, spec.layout, run.items)
-        else:
-            model = build_checkpoint(run, trajectory, sparsity, spec.layout, is_target=True)
-        _evaluate(run, sparsity, model, curve_point=round(sparsity, 4) in points)
+            _evaluate(run, sparsity, model, curve_point=curve_point)
+        else:  # evaluated before it is stored, so its model card carries the results
+            model = build_checkpoint(
+                run,
+                trajectory,
+                sparsity,
+                spec.layout,
+                is_target=True,
+                evaluate=partial(_evaluate, run, sparsity, curve_point=curve_point),
+            )
         del model
     for sparsity in points:
         if any(round(target, 4) == sparsity for target in targets):
@@ -198,9 +207,11 @@ def build_checkpoint(
     *,
     is_target: bool,
     gguf_type: str | None = None,
+    evaluate: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
     """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds.
 
+    ``evaluate`` runs on the built model before the folder is stored, and its results go into the model card.
     With ``gguf_type`` the sink gets a folder holding only ``model.gguf``, the checkpoint exported for llama.cpp.
     """
     run.tracker.start(Phase.building_checkpoints)
@@ -208,6 +219,12 @@ def build_checkpoint(
         folder, model = materialize_model(
             run.loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout=layout, calibration=run.items
         )
+        if evaluate is not None:
+            evaluate(model)
+            result = run.evaluator.results.get(sparsity)
+            if result is not None:
+                refresh_model_card(folder, evaluation=result.get("metrics"))
+            run.tracker.start(Phase.building_checkpoints)
         if gguf_type is not None:
             from core.engine.export import export_gguf
 

@@ -74,7 +74,7 @@ def pre_tokenizer_name(pre: dict[str, Any] | None) -> str:
     )
     kinds = [step.get("type") for step in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
         return "smollm"
     if kinds and kinds[0] == "Split":
