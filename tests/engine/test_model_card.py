@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from core.engine.materialize import materialize
 from tests.engine.test_checkpoints import ITEMS, run
 
@@ -25,6 +27,7 @@ def test_checkpoint_folder_has_a_model_card_with_its_own_facts(tmp_path: Path) -
     assert "README.md" in manifest["files"]
 
 
+@pytest.mark.slow  # the dense and the pruned model's WikiText-2 perplexity, whole test split
 def test_a_run_with_evaluations_puts_them_in_the_card(tmp_path: Path) -> None:
     from core.cli.main import main
     from tests.utils.tiny import save_tiny_model
