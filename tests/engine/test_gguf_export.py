@@ -77,6 +77,11 @@ def test_smaller_types_stay_close(tmp_path: Path, gguf_type: str) -> None:
     with torch.no_grad():
         expected = model(torch.tensor([tokens])).logits[0].double().numpy()
     assert_relative_close(llama_logits(path, tokens), expected, rtol=0.05)
+    if (
+        gguf_type == "q8_0"
+    ):  # pruned MLP widths are padded to whole blocks, so the down-projections quantise too
+        downs = [t for t in GGUFReader(path).tensors if t.name.endswith("ffn_down.weight")]
+        assert downs and all(t.tensor_type.name == "Q8_0" for t in downs)
 
 
 def test_regrouping_keeps_every_query_with_its_key_value_head() -> None:

@@ -50,19 +50,28 @@ def interleave_rotary_halves(rows: np.ndarray, heads: int) -> np.ndarray:
     return rows.reshape(heads, 2, per_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
-def gguf_layers(checkpoint: Checkpoint, *, interleave_rope: bool, padded_structures: bool) -> list[GgufLayer]:
-    """All layers; ``padded_structures`` allows the zero-contribution head/channel described above (DeciLM)."""
+def gguf_layers(
+    checkpoint: Checkpoint, *, interleave_rope: bool, padded_structures: bool, channel_multiple: int = 1
+) -> list[GgufLayer]:
+    """All layers; ``padded_structures`` allows the zero-contribution head/channel described above (DeciLM).
+
+    ``channel_multiple``: MLP widths are padded up to a multiple of it with zero channels (zero gate/up rows, zero
+    down-projection columns: exactly nothing added). q8_0 quantises rows in blocks of 32 values, and the
+    down-projection's rows are as long as the pruned width, so padding lets it be quantised too.
+    """
     return [
-        _layer(checkpoint, index, interleave_rope=interleave_rope, padded=padded_structures)
+        _layer(checkpoint, index, interleave_rope, padded_structures, channel_multiple)
         for index in range(len(checkpoint.layers))
     ]
 
 
-def _layer(checkpoint: Checkpoint, index: int, *, interleave_rope: bool, padded: bool) -> GgufLayer:
+def _layer(
+    checkpoint: Checkpoint, index: int, interleave_rope: bool, padded: bool, channel_multiple: int
+) -> GgufLayer:
     prefix = f"model.layers.{index}."
     out = GgufLayer(heads=0, kv_heads=0, channels=0)
     _attention(checkpoint, index, prefix, out, interleave_rope=interleave_rope, padded=padded)
-    _mlp(checkpoint, index, prefix, out, padded=padded)
+    _mlp(checkpoint, index, prefix, out, padded=padded, multiple=channel_multiple)
     return out
 
 
@@ -168,7 +177,9 @@ def _put_attention(
     out.heads, out.kv_heads = heads, kv_heads
 
 
-def _mlp(checkpoint: Checkpoint, index: int, prefix: str, out: GgufLayer, *, padded: bool) -> None:
+def _mlp(
+    checkpoint: Checkpoint, index: int, prefix: str, out: GgufLayer, *, padded: bool, multiple: int
+) -> None:
     channels = checkpoint.layers[index].channels
     mlp = prefix + "mlp."
     hidden = checkpoint.hidden_size
@@ -193,6 +204,12 @@ def _mlp(checkpoint: Checkpoint, index: int, prefix: str, out: GgufLayer, *, pad
         )
         gate_bias = None if gate_bias is None else np.zeros(1, np.float32)
         up_bias = None if up_bias is None else np.zeros(1, np.float32)
+    extra = -gate.shape[0] % multiple
+    if extra:
+        gate, up = np.pad(gate, ((0, extra), (0, 0))), np.pad(up, ((0, extra), (0, 0)))
+        down = np.pad(down, ((0, 0), (0, extra)))
+        gate_bias = None if gate_bias is None else np.pad(gate_bias, (0, extra))
+        up_bias = None if up_bias is None else np.pad(up_bias, (0, extra))
     t = out.tensors
     t[tensor_name(MODEL_TENSOR.FFN_NORM, index)] = checkpoint.tensor(
         prefix + "post_attention_layernorm.weight"

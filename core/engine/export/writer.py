@@ -40,6 +40,9 @@ GGUF_TYPES: dict[str, tuple[GGMLQuantizationType, LlamaFileType]] = {
 }
 
 
+Q8_BLOCK = 32  # values per q8_0 block: a quantised row's length must be a multiple of it
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -83,7 +86,10 @@ def export_gguf(checkpoint_dir: str | Path, out: str | Path, *, gguf_type: str =
     checkpoint = read_checkpoint(checkpoint_dir)
     arch = choose_architecture(checkpoint)
     layers = gguf_layers(
-        checkpoint, interleave_rope=arch.interleave_rope, padded_structures=arch.padded_structures
+        checkpoint,
+        interleave_rope=arch.interleave_rope,
+        padded_structures=arch.padded_structures,
+        channel_multiple=Q8_BLOCK if gguf_type == "q8_0" else 1,
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,12 +185,13 @@ def _rope_factors(checkpoint: Checkpoint, arch: Architecture) -> np.ndarray | No
 
 def _add_tensor(writer: GGUFWriter, name: str, array: np.ndarray, gguf_type: str) -> None:
     """Vectors (norms, biases, RoPE factors) stay float32, as llama.cpp's own converter writes them; q8_0 needs
-    rows that are whole 32-value blocks, so a matrix with a pruned width that is not falls back to f16."""
+    rows that are whole 32-value blocks (MLP widths are padded to them, ``layers.gguf_layers``); any other matrix
+    whose rows are not (a head count times a head size that is not) falls back to f16."""
     array = np.ascontiguousarray(array, dtype=np.float32)
     qtype = GGUF_TYPES[gguf_type][0]
     if array.ndim < 2 or qtype is GGMLQuantizationType.F32:
         writer.add_tensor(name, array)
-    elif qtype is GGMLQuantizationType.F16 or array.shape[-1] % 32:
+    elif qtype is GGMLQuantizationType.F16 or array.shape[-1] % Q8_BLOCK:
         writer.add_tensor(name, array.astype(np.float16))
     else:
         writer.add_tensor(name, quants.quantize(array, qtype), raw_dtype=qtype)
