@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.db.models import CalibrationSet, Checkpoint, Job, JobEvent
-from core.jobs.states import Phase
+from core.jobs.states import CheckpointVariant, Phase, sparsity_label
 from core.schemas.calibration import CalibrationSetPublic
 from core.schemas.jobs import (
     CheckpointPublic,
@@ -15,6 +15,16 @@ from core.schemas.jobs import (
 )
 
 
+def download_url(checkpoint: Checkpoint) -> str:
+    """The route that downloads this row: the sparsity, then the variant as query parameters."""
+    url = f"/v1/jobs/{checkpoint.job_id}/checkpoints/{sparsity_label(checkpoint.sparsity)}"
+    variant = CheckpointVariant.parse(checkpoint.variant or "")
+    query = [f"layout={variant.layout}"] if variant.layout else []
+    if variant.gguf_type:
+        query += ["format=gguf", f"type={variant.gguf_type}"]
+    return f"{url}?{'&'.join(query)}" if query else url
+
+
 def checkpoint_public(checkpoint: Checkpoint) -> CheckpointPublic:
     return CheckpointPublic(
         sparsity=checkpoint.sparsity,
@@ -23,7 +33,8 @@ def checkpoint_public(checkpoint: Checkpoint) -> CheckpointPublic:
         is_target=checkpoint.is_target,
         layout=checkpoint.layout,
         size_bytes=checkpoint.total_bytes,
-        download_url=f"/v1/jobs/{checkpoint.job_id}/checkpoints/{checkpoint.label}",
+        variant=checkpoint.variant,
+        download_url=download_url(checkpoint),
     )
 
 

@@ -80,10 +80,12 @@ def run_pipeline(spec: Any, inputs: Any, sink: Any, *, settings: Settings, resum
     )
 
 
-def materialize_on_demand(inputs: Any, sink: Any, trajectory: Any, sparsity: float, layout: Any) -> None:
+def materialize_on_demand(
+    inputs: Any, sink: Any, trajectory: Any, sparsity: float, layout: Any, *, gguf_type: str | None = None
+) -> None:
     from core.pipeline.run import materialize_on_demand as build
 
-    build(inputs, sink, trajectory, sparsity, layout)
+    build(inputs, sink, trajectory, sparsity, layout, gguf_type=gguf_type)
 
 
 def verify_candidates(

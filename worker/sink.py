@@ -24,9 +24,10 @@ logger = logging.getLogger(__name__)
 class StorageSink:
     """Implements ``core.pipeline.sink.Sink`` for a job of the service."""
 
-    def __init__(self, context: JobContext) -> None:
+    def __init__(self, context: JobContext, *, variant: str = "") -> None:
         self.context = context
         self.prefix = job_prefix(context.tenant_id, context.job_id)
+        self.variant = variant  # the checkpoints this sink stores are of this variant (a download's)
 
     def _point(self, kind: str, name: str, stored: Any, checkpoint_id: str | None = None) -> None:
         with session_scope(self.context.settings) as session:
@@ -53,7 +54,12 @@ class StorageSink:
         context = self.context
         with session_scope(context.settings) as session:
             checkpoint, _ = crud.ensure_checkpoint(
-                session=session, job_id=context.job_id, sparsity=sparsity, layout=layout, is_target=is_target
+                session=session,
+                job_id=context.job_id,
+                sparsity=sparsity,
+                layout=layout,
+                is_target=is_target,
+                variant=self.variant,
             )
             checkpoint.is_target = checkpoint.is_target or is_target
             if checkpoint.status != CheckpointStatus.materializing.value:
@@ -81,7 +87,9 @@ class StorageSink:
                     size_bytes=stored.size,
                     checkpoint_id=checkpoint_id,
                 )
-            ready = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
+            ready = crud.get_checkpoint(
+                session=session, job_id=context.job_id, sparsity=sparsity, variant=self.variant
+            )
             assert ready is not None
             ready.total_bytes = sum(stored.size for _, stored in uploaded)
             fencing.set_checkpoint_status(
@@ -90,7 +98,7 @@ class StorageSink:
         logger.info("checkpoint %s of %s ready (%d files)", label, context.job_id, len(uploaded))
 
     def has_checkpoint(self, sparsity: float) -> bool:
-        return checkpoint_is_ready(self.context, sparsity)
+        return checkpoint_is_ready(self.context, sparsity, self.variant)
 
     def save_report(self, report: dict[str, Any], files: dict[str, bytes]) -> None:
         context = self.context
@@ -114,16 +122,22 @@ def load_trajectory(context: JobContext) -> Any | None:
     return engine_runner.trajectory_from_json(context.storage.get_bytes(key).decode("utf-8"))
 
 
-def checkpoint_is_ready(context: JobContext, sparsity: float) -> bool:
+def checkpoint_is_ready(context: JobContext, sparsity: float, variant: str = "") -> bool:
     with session_scope(context.settings) as session:
-        checkpoint = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
+        checkpoint = crud.get_checkpoint(
+            session=session, job_id=context.job_id, sparsity=sparsity, variant=variant
+        )
         return checkpoint is not None and checkpoint.status == CheckpointStatus.ready.value
 
 
-def fail_checkpoint(context: JobContext, sparsity: float, code: str, message: str) -> None:
+def fail_checkpoint(
+    context: JobContext, sparsity: float, code: str, message: str, *, variant: str = ""
+) -> None:
     """Mark the checkpoint failed, if this work still holds it (a successor's outcome wins otherwise)."""
     with session_scope(context.settings) as session:
-        checkpoint = crud.get_checkpoint(session=session, job_id=context.job_id, sparsity=sparsity)
+        checkpoint = crud.get_checkpoint(
+            session=session, job_id=context.job_id, sparsity=sparsity, variant=variant
+        )
         if checkpoint is None:
             return
         try:

@@ -15,7 +15,7 @@ from core.db.models import Job
 from core.db.session import dispose_engines, session_scope
 from core.errors import UserInputError
 from core.jobs import crud, fencing
-from core.jobs.states import JobStatus
+from core.jobs.states import JobStatus, split_label
 from core.schemas.jobs import JobSpec
 from core.settings import get_settings
 from core.storage import get_storage
@@ -105,12 +105,13 @@ def _fail_job(settings: Any, job_id: str, transient: TransientFailure) -> bool:
 def materialize_checkpoint(  # type: ignore[no-untyped-def]
     self, job_id: str, label: str, failing_since: float | None = None, claim: str | None = None
 ) -> str:
-    """Materialise a sparsity the trajectory reached but that was not a target (asked for by a download)."""
+    """Materialise a checkpoint a download asked for: a sparsity the trajectory reached but that was not a target,
+    or any reached sparsity in another variant (the other layout, a GGUF file)."""
     settings = get_settings()
-    sparsity = float(label)
+    sparsity, variant = split_label(label)
     context: JobContext | None = None
     try:
-        claimed = _claim_checkpoint(settings, job_id, sparsity, claim)
+        claimed = _claim_checkpoint(settings, job_id, sparsity, variant.name, claim)
         if claimed is None:
             return "skipped"
         context, spec = claimed
@@ -119,8 +120,11 @@ def materialize_checkpoint(  # type: ignore[no-untyped-def]
             raise UserInputError(
                 "this job has no trajectory yet", field="sparsity", code="sparsity_not_reached"
             )
-        sink = StorageSink(context)
-        engine_runner.materialize_on_demand(JobInputs(context, spec), sink, trajectory, sparsity, spec.layout)
+        sink = StorageSink(context, variant=variant.name)
+        layout = variant.layout or spec.layout.value
+        engine_runner.materialize_on_demand(
+            JobInputs(context, spec), sink, trajectory, sparsity, layout, gguf_type=variant.gguf_type
+        )
         return "ready"
     except Exception as error:
         failure = classify(error)
@@ -138,19 +142,19 @@ def materialize_checkpoint(  # type: ignore[no-untyped-def]
         if failure.code == "internal_error":
             logger.error("materialising %s of %s failed", label, job_id, exc_info=error)
         if context is not None:
-            fail_checkpoint(context, sparsity, failure.code, failure.message)
+            fail_checkpoint(context, sparsity, failure.code, failure.message, variant=variant.name)
         return "failed"
     finally:
         engine_runner.release_memory()
 
 
 def _claim_checkpoint(
-    settings: Any, job_id: str, sparsity: float, reclaim: str | None
+    settings: Any, job_id: str, sparsity: float, variant: str, reclaim: str | None
 ) -> tuple[JobContext, JobSpec] | None:
     """The context (holding a fresh claim) and spec of the work, or None if it is done or being done."""
     with session_scope(settings) as session:
         job = session.get(Job, job_id)
-        checkpoint = crud.get_checkpoint(session=session, job_id=job_id, sparsity=sparsity)
+        checkpoint = crud.get_checkpoint(session=session, job_id=job_id, sparsity=sparsity, variant=variant)
         if job is None or checkpoint is None:
             return None
         claim = fencing.claim_checkpoint(

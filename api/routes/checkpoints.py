@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from api.serializers import checkpoint_public
 from api.tar_stream import Member, TarStream
 from core.db.models import Artifact, Job
 from core.jobs import crud, fencing
-from core.jobs.states import CheckpointStatus, JobStatus
+from core.jobs.states import GGUF_TYPES, LAYOUTS, CheckpointStatus, CheckpointVariant, JobStatus
 from core.pruning_spec import LABEL_DECIMALS
 from core.schemas.errors import ErrorBody
 from core.schemas.jobs import (
@@ -81,6 +82,35 @@ def _check_quotas(session: Session, settings: Settings, tenant_id: str, job_id: 
         )
 
 
+FormatQuery = Annotated[
+    str, Query(description="tar: the checkpoint folder as a tar archive; gguf: one GGUF file for llama.cpp")
+]
+TypeQuery = Annotated[
+    str | None, Query(alias="type", description="GGUF weight type: f32, f16 (default) or q8_0")
+]
+LayoutQuery = Annotated[
+    str | None,
+    Query(description="nonuniform or uniform; default: the job's layout (the other is built on demand)"),
+]
+
+
+def _variant(job: Job, format: str, gguf_type: str | None, layout: str | None) -> CheckpointVariant:
+    """The variant a download asks for, checked; the job's own layout is the default (no variant)."""
+    if format not in ("tar", "gguf"):
+        raise APIError(422, "validation_error", "format must be tar or gguf", field="format")
+    if gguf_type is not None and format != "gguf":
+        raise APIError(422, "validation_error", "type applies to format=gguf only", field="type")
+    if format == "gguf" and (gguf_type or "f16") not in GGUF_TYPES:
+        raise APIError(422, "validation_error", f"type must be one of {', '.join(GGUF_TYPES)}", field="type")
+    if layout is not None and layout not in LAYOUTS:
+        raise APIError(422, "validation_error", f"layout must be one of {', '.join(LAYOUTS)}", field="layout")
+    own = JobSpec.model_validate(job.spec).layout.value
+    return CheckpointVariant(
+        layout=layout if layout not in (None, own) else None,
+        gguf_type=(gguf_type or "f16") if format == "gguf" else None,
+    )
+
+
 def _reached(job: Job) -> list[float]:
     return list(job.reached_sparsities or [])
 
@@ -117,15 +147,19 @@ def download_checkpoint(
     settings: SettingsDep,
     storage: StorageDep,
     tenant: CurrentTenant,
+    format: FormatQuery = "tar",
+    gguf_type: TypeQuery = None,
+    layout: LayoutQuery = None,
 ) -> Response:
-    """Download the checkpoint at ``sparsity`` as a tar archive (with SHA256SUMS).
+    """Download the checkpoint at ``sparsity`` as a tar archive (with SHA256SUMS), or as one GGUF file.
 
-    A sparsity the trajectory passed through but that was not materialised yet is materialised by a worker:
-    the answer is then 202 until it is ready.
+    A sparsity the trajectory passed through but that was not materialised yet, in the layout and format asked
+    for, is materialised by a worker: the answer is then 202 until it is ready.
     """
     value = _parse_sparsity(sparsity)
     job = load_job(session, tenant.id, job_id)
-    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value)
+    variant = _variant(job, format, gguf_type, layout)
+    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value, variant=variant.name)
     if checkpoint is None:
         reached = _reached(job)
         if not reached or value > max(reached) + EPSILON:
@@ -137,9 +171,13 @@ def download_checkpoint(
                 field="sparsity",
             )
         _check_quotas(session, settings, tenant.id, job.id)
-        layout = JobSpec.model_validate(job.spec).layout.value
         checkpoint, _ = crud.ensure_checkpoint(
-            session=session, job_id=job.id, sparsity=value, layout=layout, is_target=False
+            session=session,
+            job_id=job.id,
+            sparsity=value,
+            layout=variant.layout or JobSpec.model_validate(job.spec).layout.value,
+            is_target=False,
+            variant=variant.name,
         )
         session.commit()
     state = CheckpointStatus(checkpoint.status)
@@ -162,6 +200,8 @@ def download_checkpoint(
         )
     artifacts: list[Artifact] = checkpoint.artifacts
     folder = f"{job.id}-{checkpoint.label}"
+    if variant.gguf_type is not None:
+        return _single_file(storage, artifacts, f"{folder}.gguf")
     sums = "".join(f"{a.sha256}  {a.name}\n" for a in artifacts).encode()
     members = [Member(name=f"{folder}/SHA256SUMS", size=len(sums), data=sums)]
     members += [Member(name=f"{folder}/{a.name}", size=a.size_bytes, key=a.key) for a in artifacts]
@@ -172,6 +212,20 @@ def download_checkpoint(
         headers={
             "Content-Length": str(stream.length),
             "Content-Disposition": f'attachment; filename="{folder}.tar"',
+        },
+    )
+
+
+def _single_file(storage: StorageDep, artifacts: list[Artifact], filename: str) -> Response:
+    """A one-file checkpoint (GGUF) streamed as it is stored, its recorded sha256 in a header."""
+    (artifact,) = artifacts
+    return StreamingResponse(
+        storage.iter_chunks(artifact.key),
+        media_type="application/octet-stream",
+        headers={
+            "Content-Length": str(artifact.size_bytes),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Checksum-SHA256": artifact.sha256,
         },
     )
 
@@ -187,11 +241,15 @@ def checkpoint_files(
     session: SessionDep,
     storage: StorageDep,
     tenant: CurrentTenant,
+    format: FormatQuery = "tar",
+    gguf_type: TypeQuery = None,
+    layout: LayoutQuery = None,
 ) -> CheckpointFiles:
     """Presigned URLs of a ready checkpoint's files, with their sha256 (S3 stores only)."""
     value = _parse_sparsity(sparsity)
     job = load_job(session, tenant.id, job_id)
-    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value)
+    variant = _variant(job, format, gguf_type, layout)
+    checkpoint = crud.get_checkpoint(session=session, job_id=job.id, sparsity=value, variant=variant.name)
     if checkpoint is None or checkpoint.status != CheckpointStatus.ready.value:
         raise APIError(
             409,

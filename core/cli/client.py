@@ -161,15 +161,32 @@ class ServiceClient:
             time.sleep(float(response.headers.get("Retry-After", "2")))
 
     def download(
-        self, job_id: str, sparsity: float, out: Path, *, timeout: float = 3600, progress: bool = True
+        self,
+        job_id: str,
+        sparsity: float,
+        out: Path,
+        *,
+        timeout: float = 3600,
+        progress: bool = True,
+        format: str = "tar",
+        gguf_type: str | None = None,
+        layout: str | None = None,
     ) -> Path:
-        """Download (materialising on demand: 202 then poll) and extract a checkpoint; checks SHA256SUMS."""
+        """Download (materialising on demand: 202 then poll) a checkpoint, checked against its sha256s.
+
+        ``format="tar"``: the folder, extracted under ``out``. ``"gguf"``: one GGUF file, written to ``out`` if it
+        ends in ``.gguf``, else into the folder ``out`` under the server's file name.
+        """
         from tqdm import tqdm
 
         label = f"{round(sparsity, 4):.4f}"
+        params = {"format": format, "type": gguf_type, "layout": layout}
+        params = {k: v for k, v in params.items() if v is not None and not (k == "format" and v == "tar")}
         deadline = time.monotonic() + timeout
         while True:
-            with self.http.stream("GET", f"/v1/jobs/{job_id}/checkpoints/{label}", timeout=None) as response:
+            with self.http.stream(
+                "GET", f"/v1/jobs/{job_id}/checkpoints/{label}", params=params, timeout=None
+            ) as response:
                 if response.status_code == 202:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"checkpoint {label} not ready after {timeout}s")
@@ -189,7 +206,27 @@ class ServiceClient:
                         spool.write(chunk)
                         bar.update(len(chunk))
                     spool.seek(0)
+                    if format == "gguf":
+                        return _write_checked(spool, out, response.headers)
                     return _extract_checked(spool, out)
+
+
+def _write_checked(spool: Any, out: Path, headers: Any) -> Path:
+    """A downloaded single file moved into place once its sha256 matches the one the server recorded."""
+    name = headers.get("Content-Disposition", "").partition('filename="')[2].rstrip('"') or "model.gguf"
+    target = out if out.suffix == ".gguf" else out / Path(name).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    partial = target.with_name(f".{target.name}.partial")
+    with partial.open("wb") as handle:
+        for chunk in iter(lambda: spool.read(1 << 20), b""):
+            digest.update(chunk)
+            handle.write(chunk)
+    if digest.hexdigest() != headers.get("X-Checksum-SHA256"):
+        partial.unlink()
+        raise ServiceError(0, "checksum_mismatch", f"{target.name} does not match its sha256")
+    partial.replace(target)
+    return target
 
 
 def _extract_checked(archive: io.BufferedIOBase | Any, out: Path) -> Path:
@@ -287,6 +324,16 @@ def add_parsers(subparsers: argparse._SubParsersAction) -> None:
     download.add_argument("--sparsity", type=float, required=True)
     download.add_argument("--out", type=Path, required=True)
     download.add_argument("--timeout", type=float, default=3600)
+    download.add_argument(
+        "--format",
+        default="tar",
+        choices=["tar", "gguf"],
+        help="tar: the folder; gguf: one file for llama.cpp",
+    )
+    download.add_argument("--type", choices=["f32", "f16", "q8_0"], help="GGUF weight type (default f16)")
+    download.add_argument(
+        "--layout", choices=["nonuniform", "uniform"], help="default: the job's; the other is built on demand"
+    )
 
     select = command(
         "select", run_select, "choose the checkpoint on a finished job's curve that meets bounds"
@@ -518,8 +565,17 @@ def run_calibration_sets(args: argparse.Namespace) -> int:
 
 @_guarded
 def run_download(args: argparse.Namespace) -> int:
+    if args.type is not None and args.format != "gguf":
+        raise ServiceError(0, "validation_error", "--type applies to --format gguf only")
     folder = _client(args).download(
-        args.job_id, args.sparsity, args.out, timeout=args.timeout, progress=not _option(args, "json")
+        args.job_id,
+        args.sparsity,
+        args.out,
+        timeout=args.timeout,
+        progress=not _option(args, "json"),
+        format=args.format,
+        gguf_type=args.type,
+        layout=args.layout,
     )
     if _option(args, "json"):
         _print({"path": str(folder), "sparsity": args.sparsity})

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from core.cli.client import ServiceClient
 
@@ -107,12 +108,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _generate(checkpoint: Path) -> None:
-    """Load the downloaded checkpoint the way a user would, and let it speak."""
+    """Load the downloaded checkpoint with stock transformers, and let it speak."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint, trust_remote_code=True).eval()
+    tokenizer, model = load_checkpoint(checkpoint)
     prompt = "The capital of France is"
     ids = tokenizer(prompt, return_tensors="pt")
     with torch.no_grad():
@@ -121,3 +120,20 @@ def _generate(checkpoint: Path) -> None:
         f"{type(model).__name__} ({sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters): "
         f"{tokenizer.decode(out[0], skip_special_tokens=True)!r}"
     )
+
+
+def load_checkpoint(checkpoint: Path) -> tuple[Any, Any]:
+    """Tokenizer and model of a checkpoint folder, without a prompt and without running code from the folder.
+
+    A non-uniform checkpoint names its model code in ``auto_map``; transformers asks "Do you wish to run the custom
+    code?" for any such folder whose ``model_type`` it does not know, even to load only the tokenizer (and waits in
+    a terminal). Registering the engine's own copy of the classes for ``gisp`` first makes the type known, so
+    transformers loads it like a built-in one and never reads the shipped ``.py`` files.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import core.engine.architectures  # noqa: F401  (registers the gisp config and model classes)
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
+    return tokenizer, model

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "core.cli.eval_command",
     "core.cli.service_commands",
     "core.cli.demo_command",
+    "core.cli.export_command",
 )
 
 

@@ -135,7 +135,9 @@ class Checkpoint(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     sparsity: Mapped[float] = mapped_column(Float)
-    label: Mapped[str] = mapped_column(String(16))
+    # the sparsity, then the variant if any (``core.jobs.states.checkpoint_label``): unique per job
+    label: Mapped[str] = mapped_column(String(48))
+    variant: Mapped[str] = mapped_column(String(32), default="", server_default="")
     is_target: Mapped[bool] = mapped_column(Boolean, default=False)
     layout: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="pending")

@@ -24,6 +24,7 @@ from core.data.calibration import CalibrationItem, fingerprint
 from core.engine.architectures import family_of, stock_config_for_uniform, to_gisp_model
 from core.engine.compensation import compensate_checkpoint
 from core.engine.loading import LoadedModel, file_sha256
+from core.engine.model_card import write_model_card
 from core.engine.modeling.configuration_gisp import GispConfig
 from core.engine.modeling.modeling_gisp import GispForCausalLM
 from core.engine.objectives import Batch, CalibrationPool
@@ -156,11 +157,22 @@ def materialize_model(
     model.save_pretrained(out, safe_serialization=True)
     loaded.tokenizer.save_pretrained(out)
     manifest = build_manifest(loaded, trajectory, state, sparsity, layout, model)
+    write_model_card(out, manifest)
     manifest["files"] = {
         p.name: file_sha256(p) for p in sorted(out.iterdir()) if p.is_file() and p.name != MANIFEST
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return out, model
+
+
+def refresh_model_card(folder: Path, *, evaluation: dict[str, Any] | None) -> None:
+    """Rewrites a saved checkpoint's model card with its evaluation results, and the card's sha256 in the
+    manifest with it."""
+    manifest_path = folder / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    card = write_model_card(folder, manifest, evaluation=evaluation)
+    manifest["files"][card.name] = file_sha256(card)
+    manifest_path.write_text(json.dumps(manifest, indent=2))
 
 
 def build_manifest(

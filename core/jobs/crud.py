@@ -29,7 +29,7 @@ from core.jobs.states import (
     JobStatus,
     Phase,
     check_transition,
-    sparsity_label,
+    checkpoint_label,
 )
 from core.schemas.jobs import JobSpec
 
@@ -446,24 +446,25 @@ def checkpoints_to_send(
 # --- checkpoints and artifacts ---
 
 
-def get_checkpoint(*, session: Session, job_id: str, sparsity: float) -> Checkpoint | None:
-    return session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.label == sparsity_label(sparsity))
-    )
+def get_checkpoint(*, session: Session, job_id: str, sparsity: float, variant: str = "") -> Checkpoint | None:
+    """The row of the checkpoint at ``sparsity`` in ``variant`` (``CheckpointVariant.name``; "" the job's own)."""
+    label = checkpoint_label(sparsity, variant)
+    return session.scalar(select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.label == label))
 
 
 def ensure_checkpoint(
-    *, session: Session, job_id: str, sparsity: float, layout: str, is_target: bool
+    *, session: Session, job_id: str, sparsity: float, layout: str, is_target: bool, variant: str = ""
 ) -> tuple[Checkpoint, bool]:
-    """The checkpoint row for this sparsity, created as pending if new (created=True)."""
-    existing = get_checkpoint(session=session, job_id=job_id, sparsity=sparsity)
+    """The checkpoint row for this sparsity and variant, created as pending if new (created=True)."""
+    existing = get_checkpoint(session=session, job_id=job_id, sparsity=sparsity, variant=variant)
     if existing is not None:
         return existing, False
     checkpoint = Checkpoint(
         id=new_id("ckpt"),
         job_id=job_id,
         sparsity=round(float(sparsity), 4),
-        label=sparsity_label(sparsity),
+        label=checkpoint_label(sparsity, variant),
+        variant=variant,
         is_target=is_target,
         layout=layout,
         status=CheckpointStatus.pending.value,
@@ -473,7 +474,7 @@ def ensure_checkpoint(
             session.add(checkpoint)
             session.flush()
     except IntegrityError:
-        existing = get_checkpoint(session=session, job_id=job_id, sparsity=sparsity)
+        existing = get_checkpoint(session=session, job_id=job_id, sparsity=sparsity, variant=variant)
         if existing is None:
             raise
         return existing, False

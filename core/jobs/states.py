@@ -6,6 +6,7 @@ late worker (it may not): both the API and the workers go through :func:`check_t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from core.pruning_spec import sparsity_label
@@ -92,6 +93,48 @@ class EventKind(str, Enum):
     checkpoint = "checkpoint"  # a checkpoint became ready or failed
     retry = "retry"  # a transient failure, retried
     info = "info"
+
+
+GGUF_TYPES = ("f32", "f16", "q8_0")
+LAYOUTS = ("nonuniform", "uniform")
+
+
+@dataclass(frozen=True)
+class CheckpointVariant:
+    """What a checkpoint download is besides its sparsity: the job's own layout as a folder (the default), the
+    other layout, and/or one GGUF file of a given weight type. Its name ends the row's label, so each variant is
+    its own row, storage prefix and materialisation (``0.4000``, ``0.4000-uniform``, ``0.4000-gguf-f16``)."""
+
+    layout: str | None = None  # only when it differs from the job's layout
+    gguf_type: str | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.layout] if self.layout else []
+        if self.gguf_type:
+            parts += ["gguf", self.gguf_type]
+        return "-".join(parts)
+
+    @classmethod
+    def parse(cls, name: str) -> CheckpointVariant:
+        parts = [part for part in name.split("-") if part]
+        layout = parts.pop(0) if parts and parts[0] in LAYOUTS else None
+        gguf_type = None
+        if parts[:1] == ["gguf"] and len(parts) == 2 and parts[1] in GGUF_TYPES:
+            gguf_type, parts = parts[1], []
+        if parts:
+            raise ValueError(f"unknown checkpoint variant '{name}'")
+        return cls(layout=layout, gguf_type=gguf_type)
+
+
+def checkpoint_label(sparsity: float, variant: str = "") -> str:
+    """The row label (and storage folder) of a checkpoint: the sparsity, then the variant's name if any."""
+    return f"{sparsity_label(sparsity)}-{variant}" if variant else sparsity_label(sparsity)
+
+
+def split_label(label: str) -> tuple[float, CheckpointVariant]:
+    sparsity, _, variant = label.partition("-")
+    return float(sparsity), CheckpointVariant.parse(variant)
 
 
 __all__ = ["sparsity_label"]  # defined beside the sparsity rules it must agree with

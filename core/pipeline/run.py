@@ -10,6 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ from torch import nn
 from core.data.calibration import CalibrationItem
 from core.engine.architectures import family_of
 from core.engine.loading import LoadedModel
-from core.engine.materialize import checkpoint_at, materialize_model
+from core.engine.materialize import checkpoint_at, materialize_model, refresh_model_card
 from core.engine.objectives import DEFAULT_BATCH_SIZE
 from core.engine.pruner import prune
 from core.engine.trajectory import StepRecord, Trajectory
@@ -29,6 +30,8 @@ from core.pipeline.progress import PhaseProgress, ProgressTracker
 from core.pipeline.sink import Sink
 from core.pruning_spec import Layout, PruneSettings, fit_to_layout
 from core.schemas.jobs import CurveRequest
+
+GGUF_FILE = "model.gguf"  # the one file of a GGUF checkpoint variant
 
 
 class RunSpec(Protocol):
@@ -136,11 +139,19 @@ def _targets_and_curve(run: Run, trajectory: Trajectory, targets: list[float], s
             run.tracker.unit_done()
             continue
         model: nn.Module
+        curve_point = round(sparsity, 4) in points
         if stored:
             _, model = checkpoint_at(run.loaded, trajectory, sparsity, spec.layout, run.items)
-        else:
-            model = build_checkpoint(run, trajectory, sparsity, spec.layout, is_target=True)
-        _evaluate(run, sparsity, model, curve_point=round(sparsity, 4) in points)
+            _evaluate(run, sparsity, model, curve_point=curve_point)
+        else:  # evaluated before it is stored, so its model card carries the results
+            model = build_checkpoint(
+                run,
+                trajectory,
+                sparsity,
+                spec.layout,
+                is_target=True,
+                evaluate=partial(_evaluate, run, sparsity, curve_point=curve_point),
+            )
         del model
     for sparsity in points:
         if any(round(target, 4) == sparsity for target in targets):
@@ -189,14 +200,35 @@ def _prune(
 
 
 def build_checkpoint(
-    run: Run, trajectory: Trajectory, sparsity: float, layout: Layout, *, is_target: bool
+    run: Run,
+    trajectory: Trajectory,
+    sparsity: float,
+    layout: Layout,
+    *,
+    is_target: bool,
+    gguf_type: str | None = None,
+    evaluate: Callable[[nn.Module], None] | None = None,
 ) -> nn.Module:
-    """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds."""
+    """Materialise (and refit) one checkpoint, hand its folder to the sink; returns the model it holds.
+
+    ``evaluate`` runs on the built model before the folder is stored, and its results go into the model card.
+    With ``gguf_type`` the sink gets a folder holding only ``model.gguf``, the checkpoint exported for llama.cpp.
+    """
     run.tracker.start(Phase.building_checkpoints)
     with tempfile.TemporaryDirectory(prefix="gisp-ckpt-") as tmp:
         folder, model = materialize_model(
             run.loaded, trajectory, sparsity, Path(tmp) / "checkpoint", layout=layout, calibration=run.items
         )
+        if evaluate is not None:
+            evaluate(model)
+            result = run.evaluator.results.get(sparsity)
+            if result is not None:
+                refresh_model_card(folder, evaluation=result.get("metrics"))
+            run.tracker.start(Phase.building_checkpoints)
+        if gguf_type is not None:
+            from core.engine.export import export_gguf
+
+            folder = export_gguf(folder, Path(tmp) / "gguf" / GGUF_FILE, gguf_type=gguf_type).parent
         run.sink.save_checkpoint(folder, sparsity=sparsity, layout=layout.value, is_target=is_target)
     run.checkpoints.append(sparsity)
     run.tracker.unit_done()
@@ -236,9 +268,16 @@ def job_report(
 
 
 def materialize_on_demand(
-    inputs: Inputs, sink: Sink, trajectory: Trajectory, sparsity: float, layout: Layout
+    inputs: Inputs,
+    sink: Sink,
+    trajectory: Trajectory,
+    sparsity: float,
+    layout: Layout | str,
+    *,
+    gguf_type: str | None = None,
 ) -> None:
-    """A checkpoint asked for after the run (any sparsity the trajectory reached), built like a target."""
+    """A checkpoint asked for after the run (any sparsity the trajectory reached, in either layout, as a folder
+    or as a GGUF file), built like a target."""
     loaded, items = inputs.load_model(), inputs.calibration_items()
     run = Run(loaded, items, sink, ProgressTracker(units={}), Evaluator([], loaded.tokenizer))
-    build_checkpoint(run, trajectory, sparsity, layout, is_target=False)
+    build_checkpoint(run, trajectory, sparsity, Layout(layout), is_target=False, gguf_type=gguf_type)

@@ -277,6 +277,9 @@ class CheckpointPublic(BaseModel):
     status: str
     is_target: bool
     layout: str
+    variant: str = (
+        ""  # "" the job's own layout as a folder; else e.g. "uniform", "gguf-f16", "uniform-gguf-q8_0"
+    )
     size_bytes: int | None = None
     download_url: str
 
