@@ -9,6 +9,7 @@ import argparse
 import hashlib
 import io
 import json
+import math
 import os
 import sys
 import tarfile
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL = {"succeeded", "failed", "cancelled"}
+WAITING_NOTE_EVERY_S = 30.0  # how often a download waiting on a checkpoint being built says so
 SUBMIT_OWN_FLAGS = ("model", "calibration", "metadata")  # spec fields `jobs submit` spells its own way
 
 
@@ -182,14 +184,23 @@ class ServiceClient:
         label = f"{round(sparsity, 4):.4f}"
         params = {"format": format, "type": gguf_type, "layout": layout}
         params = {k: v for k, v in params.items() if v is not None and not (k == "format" and v == "tar")}
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
+        said = -math.inf
         while True:
             with self.http.stream(
                 "GET", f"/v1/jobs/{job_id}/checkpoints/{label}", params=params, timeout=None
             ) as response:
                 if response.status_code == 202:
-                    if time.monotonic() > deadline:
+                    now = time.monotonic()
+                    if now > deadline:
                         raise TimeoutError(f"checkpoint {label} not ready after {timeout}s")
+                    if (
+                        progress and now - said >= WAITING_NOTE_EVERY_S
+                    ):  # never silent while the server builds
+                        waited = f" ({now - started:.0f} s so far)" if said > -math.inf else ""
+                        print(f"checkpoint {label} is being built on the server{waited}", file=sys.stderr)
+                        said = now
                     time.sleep(float(response.headers.get("Retry-After", "2")))
                     continue
                 if response.status_code >= 400:

@@ -70,6 +70,14 @@ def test_embedded_server_with_cli_client(tmp_path: Path, service_dirs, tiny_mode
         assert downloaded.returncode == 0, downloaded.stderr
         folder = Path(downloaded.stdout.strip())
         assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
+        # A point that is not a target is built on demand; the client says so instead of waiting silently.
+        on_demand = _gisp(
+            "jobs", "--url", url, "download", job_id, "--sparsity", "0.2", "--out", str(tmp_path / "out2"),
+            env=client_env,
+        )  # fmt: skip
+        assert on_demand.returncode == 0, on_demand.stderr
+        assert "checkpoint 0.2000 is being built on the server" in on_demand.stderr
+        assert (Path(on_demand.stdout.strip()) / "model.safetensors").is_file()
 
         status = _gisp("jobs", "--url", url, "status", job_id, "--json", env=client_env)
         assert '"status": "succeeded"' in status.stdout
