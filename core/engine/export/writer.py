@@ -89,7 +89,8 @@ def export_gguf(checkpoint_dir: str | Path, out: str | Path, *, gguf_type: str =
         checkpoint,
         interleave_rope=arch.interleave_rope,
         padded_structures=arch.padded_structures,
-        channel_multiple=Q8_BLOCK if gguf_type == "q8_0" else 1,
+        # whole blocks for q8_0; and llama.cpp's fast CPU matrix kernels want inner sizes in multiples of 32 too
+        channel_multiple=Q8_BLOCK if gguf_type != "f32" else 1,
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
