@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from core.engine.materialize import materialize
 from tests.engine.test_checkpoints import ITEMS, run
 
@@ -27,10 +25,12 @@ def test_checkpoint_folder_has_a_model_card_with_its_own_facts(tmp_path: Path) -
     assert "README.md" in manifest["files"]
 
 
-@pytest.mark.slow  # the dense and the pruned model's WikiText-2 perplexity, whole test split
 def test_a_run_with_evaluations_puts_them_in_the_card(tmp_path: Path) -> None:
     from core.cli.main import main
     from tests.utils.tiny import save_tiny_model
+    from tests.worker.conftest import write_named_sets
+
+    write_named_sets(tmp_path / "data")  # a small stand-in WikiText-2 test split: the evaluation stays quick
 
     model_dir = save_tiny_model(tmp_path / "model", layers=2)
     text = tmp_path / "calibration.txt"
@@ -45,6 +45,8 @@ def test_a_run_with_evaluations_puts_them_in_the_card(tmp_path: Path) -> None:
         "--seq-len",
         "16",
         "--no-reconstruction",
+        "--data-dir",
+        str(tmp_path / "data"),
     ]
     out = tmp_path / "run"
     code = main(["prune", str(model_dir), "--calibration", str(text), *flags, "--evaluations", "perplexity"])
