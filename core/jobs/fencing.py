@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db.base import utcnow
-from core.db.models import Artifact, Checkpoint, Job
+from core.db.models import Artifact, Checkpoint, Job, Verification
 from core.jobs.crud import LeaseLost, add_event
 from core.jobs.states import CheckpointStatus, EventKind, JobStatus
 
@@ -120,28 +120,51 @@ def set_checkpoint_status(
     session.flush()
 
 
-def claim_checkpoint(
-    *, session: Session, checkpoint_id: str, stale_after_s: float, reclaim: str | None = None
+def claim_row(
+    *,
+    session: Session,
+    model: type[Checkpoint] | type[Verification],
+    row_id: str,
+    pending: str,
+    busy: str,
+    stale_after_s: float,
+    reclaim: str | None = None,
 ) -> str | None:
-    """Take a pending checkpoint, or one whose materialisation outlived its time limit; the claim or None.
+    """Take a ``pending`` row of a worker-claimed table, or a ``busy`` one whose claim outlived
+    ``stale_after_s``; the new claim, or None.
 
-    One conditional UPDATE, so of two deliveries of the same request only one materialises. ``reclaim``: this
-    task's previous claim (a retry after an outage takes its own work back).
+    One conditional UPDATE, so of two deliveries of the same request only one does the work. ``reclaim``:
+    this task's previous claim (a retry after an outage takes its own work back).
     """
     claim = uuid.uuid4().hex
     now = utcnow()
-    materializing = Checkpoint.status == CheckpointStatus.materializing.value
+    held = model.status == busy
     result = session.execute(
-        update(Checkpoint)
+        update(model)
         .where(
-            Checkpoint.id == checkpoint_id,
+            model.id == row_id,
             or_(
-                Checkpoint.status == CheckpointStatus.pending.value,
-                materializing & (Checkpoint.claimed_at < now - timedelta(seconds=stale_after_s)),
-                materializing & (Checkpoint.claim == (reclaim or "")),
+                model.status == pending,
+                held & (model.claimed_at < now - timedelta(seconds=stale_after_s)),
+                held & (model.claim == (reclaim or "")),
             ),
         )
-        .values(status=CheckpointStatus.materializing.value, claim=claim, claimed_at=now, updated_at=now)
+        .values(status=busy, claim=claim, claimed_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     return claim if getattr(result, "rowcount", 0) == 1 else None
+
+
+def claim_checkpoint(
+    *, session: Session, checkpoint_id: str, stale_after_s: float, reclaim: str | None = None
+) -> str | None:
+    """Take a pending checkpoint, or one whose materialisation outlived its time limit (:func:`claim_row`)."""
+    return claim_row(
+        session=session,
+        model=Checkpoint,
+        row_id=checkpoint_id,
+        pending=CheckpointStatus.pending.value,
+        busy=CheckpointStatus.materializing.value,
+        stale_after_s=stale_after_s,
+        reclaim=reclaim,
+    )

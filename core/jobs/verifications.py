@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from core.db.base import new_id, utcnow
 from core.db.models import Verification
+from core.jobs.fencing import claim_row
 from core.jobs.states import VerificationStatus
 
 
@@ -59,27 +59,16 @@ def ensure_verification(
 def claim_verification(
     *, session: Session, verification_id: str, stale_after_s: float, reclaim: str | None = None
 ) -> str | None:
-    """Take a pending row, or one whose measuring outlived its time limit; the claim, or None.
-
-    ``reclaim``: this task's previous claim (a retry after an outage takes its own work back).
-    """
-    claim = uuid.uuid4().hex
-    now = utcnow()
-    measuring = Verification.status == VerificationStatus.measuring.value
-    result = session.execute(
-        update(Verification)
-        .where(
-            Verification.id == verification_id,
-            or_(
-                Verification.status == VerificationStatus.pending.value,
-                measuring & (Verification.claimed_at < now - timedelta(seconds=stale_after_s)),
-                measuring & (Verification.claim == (reclaim or "")),
-            ),
-        )
-        .values(status=VerificationStatus.measuring.value, claim=claim, claimed_at=now, updated_at=now)
-        .execution_options(synchronize_session=False)
+    """Take a pending row, or one whose measuring outlived its time limit (:func:`claim_row`)."""
+    return claim_row(
+        session=session,
+        model=Verification,
+        row_id=verification_id,
+        pending=VerificationStatus.pending.value,
+        busy=VerificationStatus.measuring.value,
+        stale_after_s=stale_after_s,
+        reclaim=reclaim,
     )
-    return claim if getattr(result, "rowcount", 0) == 1 else None
 
 
 def finish_verification(
