@@ -17,6 +17,9 @@ gisp-paper reads one fixed set of ``--samples`` windows at each of its ``--paper
 measured on the first ``--windows`` windows of 128 tokens of WikiText-2 test and of the C4 documents in
 ``../shared/datasets/c4`` (never calibrated on), keeping every window's mean loss, so each ratio of
 perplexities between two methods gets a paired bootstrap 95 % interval over the same windows.
+``--groups departures`` (with ``--departure-sparsities``) measures gisp's departures from gisp-paper one at a
+time: gisp with its normalisation, or its step count, taken back to the paper's; compensation and the refit
+are read off the like-for-like groups.
 The full protocol: ``--windows 1024`` or more, sparsities 0.2 to 0.5, the paper's 112 steps of 2000×256
 tokens for gisp-paper. Trajectories and per-window losses are cached under ``--out``.
 """
@@ -43,7 +46,7 @@ from benchmarks import quality_lib as lib
 from core.data.text import c4_texts
 from core.eval.perplexity import token_nlls, tokenize_text, windows_of
 from core.eval.runtime import deterministic, eval_mode
-from core.pruning_spec import Method, PruneSettings
+from core.pruning_spec import Method, Normalization, PruneSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -56,6 +59,7 @@ class Arm:
     method: Method
     compensation: bool  # gisp's switch (flap always compensates, the others never)
     refit: bool
+    undo: str = ""  # departures group: which of gisp's departures from gisp-paper this arm takes back
 
 
 GROUPS: dict[str, list[Arm]] = {
@@ -74,7 +78,18 @@ GROUPS: dict[str, list[Arm]] = {
         Arm("wanda-sp", Method.wanda_sp, False, True),
         Arm("flap", Method.flap, True, True),
     ],
+    # gisp (no compensation, no refit) with one of its departures from gisp-paper taken back at a time:
+    # "gisp ÷ arm" below 1 means the departure helps. Compensation and refit are read off the groups above
+    # ("departure/…" ratios); what is left (fresh draws, schedule shape, scoring details) is gisp-paper's
+    # own row here, all departures at once.
+    "departures": [
+        Arm("gisp", Method.gisp, False, False),
+        Arm("gisp, reference normalisation", Method.gisp, False, False, undo="normalization"),
+        Arm("gisp, paper's step count", Method.gisp, False, False, undo="steps"),
+        Arm("gisp-paper", Method.gisp_paper, False, False),
+    ],
 }
+DEFAULT_GROUPS = ("none", "compensation", "refit")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -83,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("out/faithfulness"))
     parser.add_argument("--sparsities", default="0.2,0.3,0.4,0.5")
-    parser.add_argument("--groups", default=",".join(GROUPS), help="of: " + ", ".join(GROUPS))
+    parser.add_argument("--groups", default=",".join(DEFAULT_GROUPS), help="of: " + ", ".join(GROUPS))
+    parser.add_argument(
+        "--departure-sparsities", default=None, help="sparsities of the departures group (default: all)"
+    )
     parser.add_argument("--windows", type=int, default=1024, help="128-token windows per corpus")
     parser.add_argument("--samples", type=int, default=32, help="calibration windows per scoring pass")
     parser.add_argument("--seq-len", type=int, default=128)
@@ -105,8 +123,14 @@ def settings_for(arm: Arm, args: argparse.Namespace, top: float) -> PruneSetting
         "reconstruction": False,  # checkpoints are refitted (or not) when read: one trajectory serves both
     }
     if arm.method is Method.gisp:
+        steps = args.paper_steps if arm.undo == "steps" else args.steps
+        experimental = {"normalization": Normalization.reference} if arm.undo == "normalization" else {}
         return PruneSettings(
-            **common, samples=args.samples, steps=args.steps, bias_compensation=arm.compensation
+            **common,
+            samples=args.samples,
+            steps=steps,
+            bias_compensation=arm.compensation,
+            experimental=experimental,
         )
     if arm.method is Method.gisp_paper:
         samples = args.paper_samples or args.samples
@@ -166,16 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     dense = losses_of("dense", lambda: loaded.model)
-    runs: dict[tuple[Method, bool], lib.CachedRun] = {}
+    runs: dict[tuple[Method, bool, str], lib.CachedRun] = {}
     arms: dict[str, dict[str, dict[str, list[float]]]] = {}
     for group, members in groups.items():
+        at = sparsities
+        if group == "departures" and args.departure_sparsities:
+            at = sorted(float(s) for s in args.departure_sparsities.split(","))
         for arm in members:
-            run_key = (arm.method, arm.compensation)
+            run_key = (arm.method, arm.compensation, arm.undo)
             if run_key not in runs:
                 settings = settings_for(arm, args, sparsities[-1])
                 runs[run_key] = lib.pruned_run(loaded, split.calibration, settings, args.out, label=arm.name)
             run = runs[run_key]
-            for sparsity in sparsities:
+            for sparsity in at:
                 key = f"{run.key}-{sparsity:.3f}-{'refit' if arm.refit else 'plain'}-r{args.refit_samples}"
                 arms.setdefault(f"{group}/{arm.name}", {})[f"{sparsity:.2f}"] = losses_of(
                     key,
@@ -194,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "windows": {name: len(values) for name, values in dense.items()},
         "dense_perplexity": {name: math.exp(sum(v) / len(v)) for name, v in dense.items()},
         "prune_seconds": {
-            f"{m.value}{'' if c else ' (no compensation)'}": r.prune_seconds for (m, c), r in runs.items()
+            f"{m.value}{'' if c else ' (no compensation)'}{f' (undo {u})' if u else ''}": r.prune_seconds
+            for (m, c, u), r in runs.items()
         },
         "perplexity": {},
         "ratios": {},
@@ -219,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                     result["ratios"].setdefault(f"{gisp} ÷ {arm.name}", {}).setdefault(sparsity, {})[
                         corpus
                     ] = ratio
-        if "gisp-paper" in {arm.name for arm in members}:
+        if group != "departures" and "gisp-paper" in {arm.name for arm in members}:
             paper = f"{group}/gisp-paper"
             for arm in members:
                 if arm.name in ("gisp", "gisp-paper"):
@@ -234,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                         result["ratios"].setdefault(f"{paper} ÷ {arm.name}", {}).setdefault(sparsity, {})[
                             corpus
                         ] = ratio
+    _post_processing_departures(arms, result["ratios"], corpora, args.bootstrap)
     result["seconds"] = time.perf_counter() - started
     out = args.result or RESULTS / f"faithfulness-{result['commit'] or 'local'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -245,6 +274,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"written to {out}")
     return 0
+
+
+def _post_processing_departures(
+    arms: dict[str, dict[str, dict[str, list[float]]]],
+    ratios: dict[str, Any],
+    corpora: dict[str, Any],
+    resamples: int,
+) -> None:
+    """gisp's two post-processing departures from gisp-paper, each alone: compensation, then the refit."""
+    steps = {
+        "departure/compensation: gisp ÷ gisp without it": ("compensation/gisp", "none/gisp"),
+        "departure/refit: gisp ÷ gisp without it": ("refit/gisp", "compensation/gisp"),
+    }
+    for name, (with_it, without) in steps.items():
+        if with_it not in arms or without not in arms:
+            continue
+        for sparsity in arms[with_it]:
+            if sparsity not in arms[without]:
+                continue
+            for corpus in corpora:
+                ratios.setdefault(name, {}).setdefault(sparsity, {})[corpus] = paired_ratio(
+                    arms[with_it][sparsity][corpus], arms[without][sparsity][corpus], resamples
+                )
 
 
 def markdown(result: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ per-head q/k norms. Anything else is refused rather than guessed at.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,9 +47,34 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+PRUNED_MODEL_TYPE = "gisp"
+
+
+def declared_model_type(config: Mapping[str, Any]) -> Any:
+    """A config.json's model type, ``"gisp"`` for a non-uniform pruned checkpoint.
+
+    Such a checkpoint's ``model_type`` names the family it was pruned from (so stock transformers loads its
+    tokenizer without asking about custom code) and its per-layer sizes sit under ``gisp_layers``; older ones
+    say ``gisp`` directly.
+    """
+    if isinstance(config.get("gisp_layers"), dict):
+        return PRUNED_MODEL_TYPE
+    return config.get("model_type")
+
+
+def flat_pruned_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A pruned checkpoint's config.json with its per-layer sizes in the top-level fields (older layout)."""
+    flat = dict(config)
+    layers = flat.pop("gisp_layers", None)
+    if isinstance(layers, dict):
+        flat.update(layers)
+        flat["model_type"] = PRUNED_MODEL_TYPE
+    return flat
+
+
 def family_named(model_type: str | None) -> Family:
     """The family of a config's ``model_type``; an already pruned checkpoint or an unknown type is refused."""
-    if model_type == "gisp":
+    if model_type == PRUNED_MODEL_TYPE:
         raise UnsupportedModelError(
             "this is an already pruned GISP checkpoint; prune its base model instead", field="model"
         )

@@ -125,15 +125,13 @@ def _generate(checkpoint: Path) -> None:
 def load_checkpoint(checkpoint: Path) -> tuple[Any, Any]:
     """Tokenizer and model of a checkpoint folder, without a prompt and without running code from the folder.
 
-    A non-uniform checkpoint names its model code in ``auto_map``; transformers asks "Do you wish to run the custom
-    code?" for any such folder whose ``model_type`` it does not know, even to load only the tokenizer (and waits in
-    a terminal). Registering the engine's own copy of the classes for ``gisp`` first makes the type known, so
-    transformers loads it like a built-in one and never reads the shipped ``.py`` files.
+    A non-uniform checkpoint loads through the engine's own ``GispForCausalLM`` (the model files shipped beside
+    its weights are never imported); its config names the pruned family, so transformers loads its tokenizer
+    without asking "Do you wish to run the custom code?".
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch
 
-    import core.engine.architectures  # noqa: F401  (registers the gisp config and model classes)
+    from core.engine.loading import load_without_remote_code
 
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
-    return tokenizer, model
+    model, tokenizer = load_without_remote_code(checkpoint, dtype=torch.float32)
+    return tokenizer, model.eval()

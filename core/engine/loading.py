@@ -25,6 +25,7 @@ from transformers import (
 
 from core.engine import architectures  # noqa: F401  (registers the gisp model type)
 from core.errors import ModelLoadError, UnsafeModelError, UserInputError
+from core.families import PRUNED_MODEL_TYPE, declared_model_type
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def _check_local_directory(path: Path, *, allow_pickle: bool, allow_remote_code:
             field="model",
         )
     config = json.loads((path / "config.json").read_text())
-    if config.get("model_type") == "gisp":
+    if declared_model_type(config) == PRUNED_MODEL_TYPE:
         return  # our own checkpoints: the model code is the engine's, registered locally
     if config.get("auto_map") and not allow_remote_code:
         raise UnsafeModelError(
@@ -122,7 +123,7 @@ def load_without_remote_code(
             f"{path} asks to run its own tokenizer code (auto_map in tokenizer_config.json); refused",
             field="model",
         )
-    ours = config.get("model_type") == "gisp"
+    ours = declared_model_type(config) == PRUNED_MODEL_TYPE
     if config.get("auto_map") and not ours:
         raise UnsafeModelError(
             f"{path} asks to run its own model code (auto_map in config.json); refused", field="model"

@@ -85,7 +85,10 @@ def model_card(manifest: dict[str, Any], *, evaluation: dict[str, Any] | None, l
         body += [
             "Every layer keeps its own number of heads and channels, so the model code ships beside the "
             "weights (`modeling_gisp.py`, `configuration_gisp.py`, registered through `auto_map`); read them "
-            "before you pass `trust_remote_code=True`. The uniform layout of the same job loads without it.",
+            "before you pass `trust_remote_code=True`. The uniform layout of the same job loads without it. "
+            "`config.json` names the family the model was pruned from as `model_type` (its tokenizer loads as "
+            "the base model's does, with no question asked) and keeps the per-layer sizes under `gisp_layers`; "
+            "the family's stock class refuses these weights.",
             "",
         ]
     body += [

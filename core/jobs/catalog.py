@@ -16,6 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
+from core.families import declared_model_type
 from core.jobs.references import stays_inside
 from core.pruning_spec import Objective
 
@@ -153,7 +154,7 @@ def gguf_summary(path: Path) -> tuple[str | None, int]:
 
 def _family(folder: Path) -> str | None:
     try:
-        value = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("model_type")
+        value = declared_model_type(json.loads((folder / "config.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None

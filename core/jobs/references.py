@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.families import FAMILIES, Family
+from core.families import FAMILIES, Family, declared_model_type
 from core.pruning_spec import Objective
 
 
@@ -48,7 +48,7 @@ def local_model_family(path: Path) -> Family | None:
     if not config.is_file():
         return None
     try:
-        model_type = json.loads(config.read_text()).get("model_type")
+        model_type = declared_model_type(json.loads(config.read_text()))
     except (OSError, ValueError, AttributeError):
         return None
     return FAMILIES.get(model_type) if isinstance(model_type, str) else None

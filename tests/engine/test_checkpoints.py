@@ -48,7 +48,7 @@ def test_nonuniform_checkpoint_loads_on_stock_transformers_and_generates(
     assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_gisp.GispForCausalLM"
     manifest = json.loads((out / "gisp_manifest.json").read_text())
     assert manifest["sparsity"] >= 0.5 and manifest["layout"] == "nonuniform"
-    assert [layer["channels"] for layer in manifest["layers"]] == config["intermediate_size"]
+    assert [layer["channels"] for layer in manifest["layers"]] == config["gisp_layers"]["intermediate_size"]
     assert manifest["calibration_fingerprint"] == trajectory.calibration_fingerprint
 
     reloaded = AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()

@@ -412,9 +412,14 @@ def test_save_pretrained_and_load_as_remote_code(tmp_path, monkeypatch):
         "AutoConfig": "configuration_gisp.GispConfig",
         "AutoModelForCausalLM": "modeling_gisp.GispForCausalLM",
     }
-    assert config["model_type"] == "gisp"
+    assert config["model_type"] == "llama"  # the pruned family: its tokenizer loads without a question
+    assert config["gisp_layers"]["num_attention_heads"] == [3, 0, 1]
+    assert config["num_attention_heads"] == 3  # the largest layer's, so the family's own schema accepts it
     assert shipped_imports(tmp_path / "modeling_gisp.py") == {"torch", "transformers", ".configuration_gisp"}
-    assert shipped_imports(tmp_path / "configuration_gisp.py") == {"transformers"}
+    assert shipped_imports(tmp_path / "configuration_gisp.py") == {
+        "json",
+        "transformers",
+    }  # stdlib + transformers
 
     loaded = AutoModelForCausalLM.from_pretrained(tmp_path, trust_remote_code=True).eval()
     assert type(loaded).__name__ == "GispForCausalLM"

@@ -6,12 +6,14 @@ runs in a child process whose standard input is a pseudo-terminal.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import subprocess
 import sys
 from pathlib import Path
 
+from core.families import flat_pruned_config
 from tests.engine.gguf_fixtures import pruned_tiny_checkpoint
 
 QUESTION = "Do you wish to run the custom code"
@@ -50,10 +52,26 @@ def test_demo_loading_asks_nothing_in_a_terminal(tmp_path: Path) -> None:
     assert "loaded GispForCausalLM" in output
 
 
-def test_the_question_is_real_without_the_registration(tmp_path: Path) -> None:
-    """The control: plain transformers in a terminal does ask for this folder (so the test above can fail)."""
+def test_plain_transformers_loads_the_tokenizer_without_asking(tmp_path: Path) -> None:
+    """What a user types first: stock transformers, no engine import, standard input a terminal."""
     checkpoint = tmp_path / "ckpt"
     pruned_tiny_checkpoint(checkpoint)
+    output = run_in_terminal(
+        "from transformers import AutoTokenizer\n"
+        f"tokenizer = AutoTokenizer.from_pretrained({str(checkpoint)!r})\n"
+        "print('tokens', tokenizer('hello world')['input_ids'])\n"
+    )
+    assert QUESTION not in output
+    assert "tokens [" in output
+
+
+def test_the_question_is_real_for_a_config_naming_gisp(tmp_path: Path) -> None:
+    """The control: the same folder with ``model_type: gisp`` (the older layout) is asked about, so the test
+    above can fail."""
+    checkpoint = tmp_path / "ckpt"
+    pruned_tiny_checkpoint(checkpoint)
+    config_path = checkpoint / "config.json"
+    config_path.write_text(json.dumps(flat_pruned_config(json.loads(config_path.read_text()))))
     primary, secondary = pty.openpty()
     os.write(primary, b"n\n")  # answer the question, so the child does not wait for its timeout
     try:
@@ -73,3 +91,22 @@ def test_the_question_is_real_without_the_registration(tmp_path: Path) -> None:
         os.close(primary)
         os.close(secondary)
     assert QUESTION in result.stdout + result.stderr
+
+
+def test_the_stock_class_refuses_the_weights_without_the_model_code(tmp_path: Path) -> None:
+    """The config names the pruned family, but the weights never load silently into the family's stock class:
+    without ``trust_remote_code`` transformers builds that class at the largest layer's sizes and stops at
+    the first layer whose shapes differ."""
+    checkpoint = tmp_path / "ckpt"
+    pruned_tiny_checkpoint(checkpoint)
+    output = run_in_terminal(
+        "from transformers import AutoModelForCausalLM\n"
+        "try:\n"
+        f"    AutoModelForCausalLM.from_pretrained({str(checkpoint)!r})\n"
+        "except Exception as error:\n"
+        "    print('refused', type(error).__name__, str(error)[:300])\n"
+        "else:\n"
+        "    print('loaded')\n"
+    )
+    assert QUESTION not in output
+    assert "refused" in output and "size mismatch" in output.lower(), output[-1500:]

@@ -84,7 +84,9 @@ def test_gguf_and_other_layout_on_demand(
         (config,) = [m for m in tar.getmembers() if m.name.endswith("/config.json")]
         handle = tar.extractfile(config)
         assert handle is not None
-        assert json.loads(handle.read())["model_type"] == "llama"  # the stock class: no custom code
+        stock = json.loads(handle.read())
+        assert stock["model_type"] == "llama"  # the stock class: no custom code, no per-layer sizes
+        assert "auto_map" not in stock and "gisp_layers" not in stock
 
     server = live_server()
     env = {k: v for k, v in os.environ.items() if not k.startswith("GISP_")} | {"GISP_API_KEY": key}

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.errors import UserInputError
-from core.families import family_named
+from core.families import family_named, flat_pruned_config
 
 STOCK_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
@@ -69,7 +69,7 @@ def read_checkpoint(directory: str | Path) -> Checkpoint:
         raise UserInputError(
             f"{directory} has no config.json; is it a checkpoint folder?", field="checkpoint"
         )
-    config = json.loads(config_path.read_text())
+    config = flat_pruned_config(json.loads(config_path.read_text()))
     weights = sorted(directory.glob("*.safetensors"))
     if not weights:
         raise UserInputError(f"{directory} holds no .safetensors weights", field="checkpoint")

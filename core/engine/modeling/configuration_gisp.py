@@ -3,9 +3,19 @@
 Pruning removes a different number of attention heads and MLP channels from every layer, so the head counts, the
 key/value grouping and the MLP width are stored per layer. This file is shipped next to every pruned checkpoint and
 loaded through `auto_map`, so it may only depend on `transformers`.
+
+In `config.json` the per-layer sizes live under `gisp_layers`, and `model_type` names the family that was pruned
+(`llama`, `qwen2`, ...) with the largest layer's sizes in the family's own fields. Transformers asks "Do you wish
+to run the custom code?" for any folder whose `model_type` it does not know, even when only the tokenizer is
+loaded; with a known family it loads the tokenizer silently, as for the base model. The weights still need this
+code (`trust_remote_code=True`): the stock class of the family refuses them (their shapes differ per layer).
 """
 
+import json
+
 from transformers import PretrainedConfig
+
+PER_LAYER = ("num_attention_heads", "num_key_value_heads", "intermediate_size", "kv_head_of_query")
 
 
 def _per_layer(name: str, value, num_layers: int) -> list:
@@ -86,8 +96,15 @@ class GispConfig(PretrainedConfig):
         use_cache: bool = True,
         source_model_type: str = "llama",
         attention_dropout: float = 0.0,
+        gisp_layers: dict | None = None,
         **kwargs,
     ):
+        kwargs.pop("model_type", None)  # a config.json names the pruned family there; this class is "gisp"
+        if gisp_layers is not None:  # the config.json layout: the per-layer sizes under their own key
+            num_attention_heads = gisp_layers["num_attention_heads"]
+            num_key_value_heads = gisp_layers["num_key_value_heads"]
+            intermediate_size = gisp_layers["intermediate_size"]
+            kv_head_of_query = gisp_layers.get("kv_head_of_query")
         _check_shape(num_hidden_layers, head_dim)
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -119,6 +136,25 @@ class GispConfig(PretrainedConfig):
             pad_token_id=pad_token_id,
             **kwargs,
         )
+
+    @classmethod
+    def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
+        """Reads a config.json written by `to_json_string` (or an older one with `model_type: gisp`)."""
+        config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
+        if "gisp_layers" in config_dict:
+            config_dict = {**config_dict, "model_type": cls.model_type}
+        return config_dict, kwargs
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """config.json: the family's own fields hold the largest layer's sizes, `gisp_layers` every layer's."""
+        config_dict = self.to_diff_dict() if use_diff else self.to_dict()
+        config_dict = self._encode_special_floats(config_dict)
+        config_dict["gisp_layers"] = {name: getattr(self, name) for name in PER_LAYER}
+        config_dict.pop("kv_head_of_query", None)
+        for name in PER_LAYER[:3]:
+            config_dict[name] = max([1, *getattr(self, name)])
+        config_dict["model_type"] = self.source_model_type
+        return json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
 
 
 def _check_shape(num_hidden_layers: int, head_dim: int) -> None:
