@@ -6,7 +6,8 @@
 command). The dense model is the imported SmolLM2 folder, exported by the same code (stock ``llama``
 architecture). Every model is written as f16 and q8_0; each measurement is repeated ``--repeats`` times in
 round-robin order (dense, 40 %, 50 %, dense, ...) so load on a shared machine hits all alike, and the fastest
-run of each is kept (other processes can only slow a run down; every run is in the JSON). Prompt processing:
+run of each is kept (other processes can only slow a run down; every run is in the JSON), with the ratio of
+medians beside it. Prompt processing:
 one 512-token batch, fastest of 3 per run; generation: 128 tokens one at a time after a 16-token prompt.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,6 +101,8 @@ def _summarise(files: dict[str, dict[str, Path]], samples: dict, types: list[str
         dense = samples[("dense", gguf_type)]
         dense_pp = max(s[0] for s in dense)
         dense_tg = max(s[1] for s in dense)
+        dense_pp_median = statistics.median(s[0] for s in dense)
+        dense_tg_median = statistics.median(s[1] for s in dense)
         dense_size = files["dense"][gguf_type].stat().st_size
         for name in files:
             runs = samples[(name, gguf_type)]
@@ -114,6 +118,8 @@ def _summarise(files: dict[str, dict[str, Path]], samples: dict, types: list[str
                     "pp_speedup": round(pp / dense_pp, 3),
                     "tg128_tok_s": round(tg, 1),
                     "tg_speedup": round(tg / dense_tg, 3),
+                    "pp_median_speedup": round(statistics.median(s[0] for s in runs) / dense_pp_median, 3),
+                    "tg_median_speedup": round(statistics.median(s[1] for s in runs) / dense_tg_median, 3),
                     "pp_runs": [round(s[0], 1) for s in runs],
                     "tg_runs": [round(s[1], 1) for s in runs],
                 }
@@ -124,11 +130,13 @@ def _summarise(files: dict[str, dict[str, Path]], samples: dict, types: list[str
 def _print(results: list[dict[str, Any]], types: list[str]) -> None:
     print(
         f"{'model':<7}{'type':<6}{'file MB':>9}{'size':>7}{'pp512 tok/s':>13}{'×dense':>8}{'tg128 tok/s':>13}{'×dense':>8}"
+        f"{'pp ×dense (medians)':>21}{'tg ×dense (medians)':>21}"
     )
     for row in results:
         print(
             f"{row['model']:<7}{row['type']:<6}{row['file_mb']:>9}{row['size_ratio']:>7.2f}"
             f"{row['pp512_tok_s']:>13}{row['pp_speedup']:>8.2f}{row['tg128_tok_s']:>13}{row['tg_speedup']:>8.2f}"
+            f"{row['pp_median_speedup']:>21.2f}{row['tg_median_speedup']:>21.2f}"
         )
 
 
