@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from core.data.calibration import CalibrationItem
+from core.departures import departures_from_paper
 from core.engine.architectures import family_of
 from core.engine.loading import LoadedModel
 from core.engine.materialize import checkpoint_at, materialize_model, refresh_model_card
@@ -261,6 +262,7 @@ def job_report(
     report = {
         "trajectory": trajectory_summary(trajectory),
         "targets": targets,
+        "departures_from_paper": [d.as_dict() for d in departures_from_paper(trajectory.settings)],
         "evaluation": evaluation,
         "files": sorted(files),
     }

@@ -23,6 +23,10 @@ def test_checkpoint_folder_has_a_model_card_with_its_own_facts(tmp_path: Path) -
         assert f"| {index} | {layer['heads']} | {layer['kv_heads']} | {layer['channels']} |" in body
     assert "trust_remote_code=True" in body and "gisp export" in body
     assert "README.md" in manifest["files"]
+    assert manifest["method"] == "gisp"  # so the card lists the run's departures from the authors' method
+    assert "## How this run departs from the paper's GISP" in body
+    assert "| bias_compensation | on, scores centred by it | none |" in body
+    assert "| steps | 4 steps | 112 steps |" in body
 
 
 def test_a_run_with_evaluations_puts_them_in_the_card(tmp_path: Path) -> None:

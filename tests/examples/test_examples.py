@@ -46,6 +46,10 @@ def test_prune_from_python_writes_what_gisp_prune_writes(pruned: Path) -> None:
     assert trajectory["steps"][-1]["sparsity"] >= 0.4
     report = json.loads((pruned / "report.json").read_text())
     assert report["targets"] == [0.2, 0.4]
+    departures = {
+        d["name"]: d for d in report["departures_from_paper"]
+    }  # a gisp run says how it is not the paper's
+    assert departures["steps"]["this_run"] == "3 steps" and departures["steps"]["paper"] == "112 steps"
     for target in ("0.2", "0.4"):
         manifest = json.loads((pruned / f"sparsity-{target}" / "gisp_manifest.json").read_text())
         assert manifest["sparsity"] >= float(target)
