@@ -66,10 +66,11 @@ def _check_model(settings: Settings, job_in: JobSpec) -> JobSpec:
     path = resolve_local_model(settings.models_dir, model.local_name)
     if path is None:
         raise invalid("model.id", unknown_model_message(settings, model.local_name), "unknown_model")
-    family = local_model_family(path)
-    if family is None:
-        return job_in
     try:
+        family = local_model_family(path)
+        if family is None:
+            return job_in
         return fit_to_layout(job_in, family, job_in.layout)
     except UserInputError as error:
-        raise invalid(error.field or "body", error.message) from None
+        field = "model.id" if error.field == "model" else error.field or "body"
+        raise invalid(field, error.message) from None

@@ -68,6 +68,7 @@ def flat_pruned_config(config: Mapping[str, Any]) -> dict[str, Any]:
     layers = flat.pop("gisp_layers", None)
     if isinstance(layers, dict):
         flat.update(layers)
+        flat.setdefault("source_model_type", config.get("model_type"))
         flat["model_type"] = PRUNED_MODEL_TYPE
     return flat
 

@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from core.engine import architectures  # noqa: F401  (registers the gisp model type)
-from core.errors import ModelLoadError, UnsafeModelError, UserInputError
+from core.errors import ModelLoadError, UnsafeModelError, UnsupportedModelError, UserInputError
 from core.families import PRUNED_MODEL_TYPE, declared_model_type
 
 logger = logging.getLogger(__name__)
@@ -93,8 +93,10 @@ def _check_local_directory(path: Path, *, allow_pickle: bool, allow_remote_code:
             field="model",
         )
     config = json.loads((path / "config.json").read_text())
-    if declared_model_type(config) == PRUNED_MODEL_TYPE:
-        return  # our own checkpoints: the model code is the engine's, registered locally
+    if declared_model_type(config) == PRUNED_MODEL_TYPE:  # before any loading: no code of the folder runs
+        raise UnsupportedModelError(
+            f"{path} is an already pruned GISP checkpoint; prune its base model instead", field="model"
+        )
     if config.get("auto_map") and not allow_remote_code:
         raise UnsafeModelError(
             f"{path} asks to run its own model code (auto_map); that is refused unless the operator allows it",
@@ -107,7 +109,7 @@ def load_without_remote_code(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) of a model directory, with no code from the directory ever run.
 
-    Our own checkpoints (``model_type: gisp``) load through the engine's registered ``GispForCausalLM``: the
+    Our own checkpoints (``gisp_layers`` in config.json, or ``model_type: gisp`` in older ones) load through the engine's registered ``GispForCausalLM``: the
     modeling files shipped beside their weights, whatever they hold, are never imported. Any other directory
     that asks for code of its own (``auto_map`` in config.json or tokenizer_config.json) is refused: a file
     name such as ``gisp_manifest.json`` proves nothing, since anyone can write one.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.families import FAMILIES, Family, declared_model_type
+from core.families import FAMILIES, PRUNED_MODEL_TYPE, Family, declared_model_type, family_named
 from core.pruning_spec import Objective
 
 
@@ -42,7 +42,8 @@ def stays_inside(root: Path, path: Path) -> bool:
 def local_model_family(path: Path) -> Family | None:
     """The family of a local model folder, from its config.json (no weights read); None when unknown here.
 
-    A family this table does not know is left to the worker, whose loader refuses it with its own message.
+    A family this table does not know is left to the worker, whose loader refuses it with its own message;
+    an already pruned checkpoint is refused here (``UnsupportedModelError``): prune its base model instead.
     """
     config = path / "config.json"
     if not config.is_file():
@@ -51,6 +52,8 @@ def local_model_family(path: Path) -> Family | None:
         model_type = declared_model_type(json.loads(config.read_text()))
     except (OSError, ValueError, AttributeError):
         return None
+    if model_type == PRUNED_MODEL_TYPE:
+        return family_named(model_type)  # raises, naming the reason
     return FAMILIES.get(model_type) if isinstance(model_type, str) else None
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.jobs.references import resolve_local_model
+from tests.engine.gguf_fixtures import pruned_tiny_checkpoint
 
 pytestmark = pytest.mark.services
 
@@ -36,6 +37,7 @@ def models(tmp_path_factory, service_dirs, tiny_model: str) -> Path:
     for file in (outside / "stolen").iterdir():
         (root / "leaky" / file.name).symlink_to(file)
     (root / "relative").symlink_to(Path("..") / "outside" / "stolen", target_is_directory=True)
+    pruned_tiny_checkpoint(root / "pruned")  # a GISP checkpoint: its config names the family it came from
     return root
 
 
@@ -57,9 +59,18 @@ def test_links_out_of_the_models_folder_are_not_models(client, models: Path, nam
     assert (answer.json()["error"]["field"], answer.json()["error"]["code"]) == ("model.id", "unknown_model")
 
 
+def test_an_already_pruned_checkpoint_is_refused_naming_why(client) -> None:  # type: ignore[no-untyped-def]
+    answer = client.post("/v1/jobs", json=BODY | {"model": "local/pruned"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["field"] == "model.id"
+    assert "already pruned" in answer.json()["error"]["message"]
+
+
 def test_only_models_inside_are_offered(client, models: Path) -> None:  # type: ignore[no-untyped-def]
     listed = client.get("/v1/models").json()
     names = {model["id"] for model in listed["data"]}
-    assert names == {"local/tiny", "local/alias"}, listed
+    assert names == {"local/tiny", "local/alias", "local/pruned"}, listed
+    families = {model["id"]: model["family"] for model in listed["data"]}
+    assert families["local/pruned"] == "gisp"  # listed as what it is: a pruned checkpoint, not a llama
     assert resolve_local_model(models, "alias") == models / "alias"
     assert client.post("/v1/jobs", json=BODY | {"model": "local/alias"}).status_code == 201

@@ -12,6 +12,7 @@ import os
 import pytest
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     DynamicCache,
     LlamaConfig,
@@ -414,7 +415,9 @@ def test_save_pretrained_and_load_as_remote_code(tmp_path, monkeypatch):
     }
     assert config["model_type"] == "llama"  # the pruned family: its tokenizer loads without a question
     assert config["gisp_layers"]["num_attention_heads"] == [3, 0, 1]
-    assert config["num_attention_heads"] == 3  # the largest layer's, so the family's own schema accepts it
+    assert config["intermediate_size"] > max(config["gisp_layers"]["intermediate_size"])  # stock never fits
+    stock = AutoConfig.from_pretrained(tmp_path)  # the family's own strict config accepts the file
+    assert type(stock) is LlamaConfig
     assert shipped_imports(tmp_path / "modeling_gisp.py") == {"torch", "transformers", ".configuration_gisp"}
     assert shipped_imports(tmp_path / "configuration_gisp.py") == {
         "json",

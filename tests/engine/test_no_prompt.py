@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from core.families import flat_pruned_config
 from tests.engine.gguf_fixtures import pruned_tiny_checkpoint
 
@@ -110,3 +112,20 @@ def test_the_stock_class_refuses_the_weights_without_the_model_code(tmp_path: Pa
     )
     assert QUESTION not in output
     assert "refused" in output and "size mismatch" in output.lower(), output[-1500:]
+
+
+def test_the_family_config_accepts_the_file_and_the_engine_refuses_to_prune_it(tmp_path: Path) -> None:
+    """Stock transformers reads config.json as the family's config (strict checks included, e.g. Llama's
+    hidden_size % heads); the engine refuses the folder as a model to prune, before any loading."""
+    from transformers import AutoConfig, LlamaConfig
+
+    from core.engine.loading import load_model
+    from core.errors import UnsupportedModelError
+
+    checkpoint = tmp_path / "ckpt"
+    pruned_tiny_checkpoint(checkpoint)
+    stock = AutoConfig.from_pretrained(checkpoint)  # no remote code: the family's own class
+    assert type(stock) is LlamaConfig
+    assert stock.hidden_size % stock.num_attention_heads == 0
+    with pytest.raises(UnsupportedModelError, match="already pruned"):
+        load_model(checkpoint)

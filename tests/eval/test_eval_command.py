@@ -170,7 +170,7 @@ def _hostile_code(marker: Path) -> str:
 
 @pytest.fixture
 def gisp_checkpoint(tmp_path: Path, tokenizer) -> tuple[Path, Path]:
-    """One of our nonuniform checkpoints (model_type gisp, auto_map, a manifest), its modeling files replaced
+    """One of our nonuniform checkpoints (gisp_layers, auto_map, a manifest), its modeling files replaced
     by code that writes a marker: returns (folder, marker)."""
     from core.engine.architectures import to_gisp_model
     from core.engine.modeling.configuration_gisp import GispConfig

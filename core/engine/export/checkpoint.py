@@ -1,6 +1,6 @@
 """A checkpoint folder read back as plain per-layer facts and float32 arrays, whatever its layout.
 
-Both layouts a job writes land here: the non-uniform one (``model_type: gisp``, sizes per layer in the config) and
+Both layouts a job writes land here: the non-uniform one (sizes per layer under ``gisp_layers`` in the config) and
 the uniform one (the base family's stock config, equal sizes). The exporters below read only this description, so
 they never branch on which file format the sizes came from.
 """

@@ -2,7 +2,7 @@
 
 Which llama.cpp architecture, and why:
 
-* **non-uniform** checkpoints (``model_type: gisp``) are written as ``deci``, llama.cpp's DeciLM / Nemotron-NAS
+* **non-uniform** checkpoints (per-layer sizes under ``gisp_layers``) are written as ``deci``, llama.cpp's DeciLM / Nemotron-NAS
   architecture. It is the only Llama-shaped one whose loader and graph read the query-head count, key/value-head
   count and feed-forward width **per layer** (arrays under ``deci.attention.head_count``,
   ``deci.attention.head_count_kv``, ``deci.feed_forward_length``) and that has attention-free layers

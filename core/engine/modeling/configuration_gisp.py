@@ -5,10 +5,11 @@ key/value grouping and the MLP width are stored per layer. This file is shipped 
 loaded through `auto_map`, so it may only depend on `transformers`.
 
 In `config.json` the per-layer sizes live under `gisp_layers`, and `model_type` names the family that was pruned
-(`llama`, `qwen2`, ...) with the largest layer's sizes in the family's own fields. Transformers asks "Do you wish
-to run the custom code?" for any folder whose `model_type` it does not know, even when only the tokenizer is
-loaded; with a known family it loads the tokenizer silently, as for the base model. The weights still need this
-code (`trust_remote_code=True`): the stock class of the family refuses them (their shapes differ per layer).
+(`llama`, `qwen2`, ...). Transformers asks "Do you wish to run the custom code?" for any folder whose `model_type`
+it does not know, even when only the tokenizer is loaded; with a known family it loads the tokenizer silently, as
+for the base model. The family's own size fields hold values its stock config accepts but these weights never
+fit (an MLP one channel wider than any layer's), so loading the weights without this code
+(`trust_remote_code=True`) fails at the first layer instead of building a wrong model.
 """
 
 import json
@@ -101,6 +102,13 @@ class GispConfig(PretrainedConfig):
     ):
         kwargs.pop("model_type", None)  # a config.json names the pruned family there; this class is "gisp"
         if gisp_layers is not None:  # the config.json layout: the per-layer sizes under their own key
+            missing = [
+                name for name in PER_LAYER[:3] if not isinstance(gisp_layers, dict) or name not in gisp_layers
+            ]
+            if missing:
+                raise ValueError(
+                    f"`gisp_layers` must be a mapping holding {list(PER_LAYER)}; missing {missing}"
+                )
             num_attention_heads = gisp_layers["num_attention_heads"]
             num_key_value_heads = gisp_layers["num_key_value_heads"]
             intermediate_size = gisp_layers["intermediate_size"]
@@ -141,18 +149,21 @@ class GispConfig(PretrainedConfig):
     def get_config_dict(cls, pretrained_model_name_or_path, **kwargs):
         """Reads a config.json written by `to_json_string` (or an older one with `model_type: gisp`)."""
         config_dict, kwargs = super().get_config_dict(pretrained_model_name_or_path, **kwargs)
-        if "gisp_layers" in config_dict:
+        if "gisp_layers" in config_dict:  # whatever it holds: __init__ checks it
             config_dict = {**config_dict, "model_type": cls.model_type}
         return config_dict, kwargs
 
     def to_json_string(self, use_diff: bool = True) -> str:
-        """config.json: the family's own fields hold the largest layer's sizes, `gisp_layers` every layer's."""
+        """config.json: every layer's sizes under `gisp_layers`; the family's fields refuse the weights."""
         config_dict = self.to_diff_dict() if use_diff else self.to_dict()
         config_dict = self._encode_special_floats(config_dict)
         config_dict["gisp_layers"] = {name: getattr(self, name) for name in PER_LAYER}
         config_dict.pop("kv_head_of_query", None)
-        for name in PER_LAYER[:3]:
-            config_dict[name] = max([1, *getattr(self, name)])
+        # Heads the family's config accepts (Llama's requires hidden_size % heads == 0), and an MLP one channel
+        # wider than any layer's: the stock class of the family can never take these weights.
+        heads = self.hidden_size // self.head_dim if self.hidden_size % self.head_dim == 0 else 1
+        config_dict["num_attention_heads"] = config_dict["num_key_value_heads"] = heads
+        config_dict["intermediate_size"] = max([0, *self.intermediate_size]) + 1
         config_dict["model_type"] = self.source_model_type
         return json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
 
