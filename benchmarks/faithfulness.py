@@ -46,7 +46,7 @@ from benchmarks import quality_lib as lib
 from core.data.text import c4_texts
 from core.eval.perplexity import token_nlls, tokenize_text, windows_of
 from core.eval.runtime import deterministic, eval_mode
-from core.pruning_spec import Method, Normalization, PruneSettings
+from core.pruning_spec import METHODS, Method, Normalization, PruneSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -85,7 +85,7 @@ GROUPS: dict[str, list[Arm]] = {
     "departures": [
         Arm("gisp", Method.gisp, False, False),
         Arm("gisp, reference normalisation", Method.gisp, False, False, undo="normalization"),
-        Arm("gisp, paper's step count", Method.gisp, False, False, undo="steps"),
+        Arm("gisp, --paper-steps steps", Method.gisp, False, False, undo="steps"),
         Arm("gisp-paper", Method.gisp_paper, False, False),
     ],
 }
@@ -190,19 +190,25 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     dense = losses_of("dense", lambda: loaded.model)
-    runs: dict[tuple[Method, bool, str], lib.CachedRun] = {}
+    runs: dict[tuple[Method, bool, str, float], lib.CachedRun] = {}
     arms: dict[str, dict[str, dict[str, list[float]]]] = {}
     for group, members in groups.items():
         at = sparsities
         if group == "departures" and args.departure_sparsities:
             at = sorted(float(s) for s in args.departure_sparsities.split(","))
         for arm in members:
-            run_key = (arm.method, arm.compensation, arm.undo)
-            if run_key not in runs:
-                settings = settings_for(arm, args, sparsities[-1])
-                runs[run_key] = lib.pruned_run(loaded, split.calibration, settings, args.out, label=arm.name)
-            run = runs[run_key]
             for sparsity in at:
+                # Nested methods: one run to the largest target serves every sparsity. Wanda-sp prunes the same
+                # fraction of every layer, measured layer after layer, from the dense model to its one target:
+                # a run per sparsity (the prefix of a run to 50 % is not Wanda-sp at 20 %).
+                top = sparsity if METHODS[arm.method].per_target else sparsities[-1]
+                run_key = (arm.method, arm.compensation, arm.undo, top)
+                if run_key not in runs:
+                    settings = settings_for(arm, args, top)
+                    runs[run_key] = lib.pruned_run(
+                        loaded, split.calibration, settings, args.out, label=arm.name
+                    )
+                run = runs[run_key]
                 key = f"{run.key}-{sparsity:.3f}-{'refit' if arm.refit else 'plain'}-r{args.refit_samples}"
                 arms.setdefault(f"{group}/{arm.name}", {})[f"{sparsity:.2f}"] = losses_of(
                     key,
@@ -221,8 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         "windows": {name: len(values) for name, values in dense.items()},
         "dense_perplexity": {name: math.exp(sum(v) / len(v)) for name, v in dense.items()},
         "prune_seconds": {
-            f"{m.value}{'' if c else ' (no compensation)'}{f' (undo {u})' if u else ''}": r.prune_seconds
-            for (m, c, u), r in runs.items()
+            f"{m.value}{'' if c else ' (no compensation)'}{f' (undo {u})' if u else ''} to {top:.2f}": r.prune_seconds
+            for (m, c, u, top), r in runs.items()
         },
         "perplexity": {},
         "ratios": {},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.departures import EFFECTS, MEASURED_IN, MEASURED_SPARSITY, departures_from_paper
+from core.departures import EFFECTS, MEASURED_IN, departures_from_paper
 from core.pruning_spec import Method, PruneSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,14 +47,11 @@ def test_each_measured_effect_is_the_benchmarks_own_figure() -> None:
     ratios = json.loads((ROOT / MEASURED_IN).read_text())["ratios"]
     assert EFFECTS, "no departure carries a measured effect"
     for name, effect in EFFECTS.items():
-        measured = ratios[effect.ratio_name][MEASURED_SPARSITY]
-        for corpus, interval in (("wikitext2-test", effect.wikitext2), ("c4", effect.c4)):
-            figure = measured[corpus]
-            assert (round(figure["ratio"], 3), round(figure["low"], 3), round(figure["high"], 3)) == (
-                interval.ratio,
-                interval.low,
-                interval.high,
-            ), (name, corpus)
+        for sparsity, intervals in effect.figures.items():
+            for corpus, interval in zip(("wikitext2-test", "c4"), intervals):
+                figure = ratios[effect.ratio_name][sparsity][corpus]
+                rounded = (round(figure["ratio"], 3), round(figure["low"], 3), round(figure["high"], 3))
+                assert rounded == (interval.ratio, interval.low, interval.high), (name, sparsity, corpus)
     listed = {d.name: d.measured for d in departures_from_paper(PruneSettings(sparsities=[0.5]))}
     for name, effect in EFFECTS.items():
         assert listed[name] == str(effect)
