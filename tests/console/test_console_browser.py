@@ -104,8 +104,12 @@ def test_submit_follow_select_download(page, embedded: EmbeddedServer, tmp_path:
 
     # Usable on a narrow screen: nothing wider than the viewport.
     page.set_viewport_size({"width": 400, "height": 800})
-    # (reading scrollWidth lays the page out at the new size; the console's CSP forbids wait_for_function)
-    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    # The charts' ResizeObserver redraws them at the new width in the next rendering step: read the width two
+    # animation frames later (the console's CSP forbids wait_for_function; evaluate's promise is allowed).
+    assert page.evaluate(
+        "() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() =>"
+        " done(document.documentElement.scrollWidth <= window.innerWidth + 1))))"
+    )
 
     assert page.errors == [], page.errors  # type: ignore[attr-defined]
     assert page.outside == [], page.outside  # type: ignore[attr-defined]
