@@ -102,7 +102,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--departure-sparsities", default=None, help="sparsities of the departures group (default: all)"
     )
+    parser.add_argument(
+        "--methods", default=None, help="only these arms of each group (comma-separated; gisp is always run)"
+    )
+    parser.add_argument(
+        "--arm-sparsities",
+        default=None,
+        help='narrow some arms to some of the sparsities, e.g. "flap=0.2;wanda-sp=0.3,0.4,0.5"',
+    )
     parser.add_argument("--windows", type=int, default=1024, help="128-token windows per corpus")
+    parser.add_argument("--c4-windows", type=int, default=None, help="C4's windows (default: --windows)")
     parser.add_argument("--samples", type=int, default=32, help="calibration windows per scoring pass")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20, help="gisp's steps")
@@ -169,24 +178,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(0)
     sparsities = sorted(float(s) for s in args.sparsities.split(","))
-    groups = {name: GROUPS[name] for name in args.groups.split(",")}
+    groups = {name: _members(GROUPS[name], args.methods) for name in args.groups.split(",")}
+    narrowed = _arm_sparsities(args.arm_sparsities)
     started = time.perf_counter()
     loaded, split, _evaluator = lib.smollm2_context()
     corpora = {
         "wikitext2-test": tokenize_text(loaded.tokenizer, lib.wikitext2_text("test")),
         "c4": tokenize_text(loaded.tokenizer, "\n\n".join(c4_texts())),
     }
-    corpora = {name: ids[: args.windows * lib.WINDOW] for name, ids in corpora.items()}
+    counts = {"wikitext2-test": args.windows, "c4": args.c4_windows or args.windows}
+    corpora = {name: ids[: counts[name] * lib.WINDOW] for name, ids in corpora.items()}
     losses_cache = args.out / "losses"
     losses_cache.mkdir(parents=True, exist_ok=True)
 
     def losses_of(key: str, build: Any) -> dict[str, list[float]]:
-        path = losses_cache / f"{key}-{args.windows}.json"
-        if path.is_file():
-            return json.loads(path.read_text())
+        cached = _cached_losses(losses_cache, key, counts)
+        if cached is not None:
+            return cached
         model = build()
         result = {name: window_losses(model, ids) for name, ids in corpora.items()}
-        path.write_text(json.dumps(result))
+        sizes = sorted(set(counts.values()))
+        (losses_cache / f"{key}-{'-'.join(map(str, sizes))}.json").write_text(json.dumps(result))
         return result
 
     dense = losses_of("dense", lambda: loaded.model)
@@ -197,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if group == "departures" and args.departure_sparsities:
             at = sorted(float(s) for s in args.departure_sparsities.split(","))
         for arm in members:
-            for sparsity in at:
+            for sparsity in narrowed.get(arm.name, at):
                 # Nested methods: one run to the largest target serves every sparsity. Wanda-sp prunes the same
                 # fraction of every layer, measured layer after layer, from the dense model to its one target:
                 # a run per sparsity (the prefix of a run to 50 % is not Wanda-sp at 20 %).
@@ -246,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             if other == gisp:
                 continue
             for sparsity in arms[gisp]:
+                if sparsity not in arms[other]:
+                    continue
                 for corpus in corpora:
                     ratio = paired_ratio(
                         arms[gisp][sparsity][corpus], arms[other][sparsity][corpus], args.bootstrap
@@ -259,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 if arm.name in ("gisp", "gisp-paper"):
                     continue
                 for sparsity in arms[paper]:
+                    if sparsity not in arms[f"{group}/{arm.name}"]:
+                        continue
                     for corpus in corpora:
                         ratio = paired_ratio(
                             arms[paper][sparsity][corpus],
@@ -280,6 +296,38 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"written to {out}")
     return 0
+
+
+def _members(arms: list[Arm], methods: str | None) -> list[Arm]:
+    """A group's arms, narrowed to ``--methods`` (gisp stays: every ratio of the group is gisp's)."""
+    if methods is None:
+        return arms
+    wanted = {name.strip() for name in methods.split(",")}
+    return [arm for arm in arms if arm.name == "gisp" or arm.name in wanted]
+
+
+def _cached_losses(cache: Path, key: str, counts: dict[str, int]) -> dict[str, list[float]] | None:
+    """Per-window losses of ``key`` from any earlier run that measured at least ``counts`` windows.
+
+    Windows are measured one by one in text order, so the first n of a longer run are the n windows of a
+    shorter one."""
+    for path in sorted(cache.glob(f"{key}-*.json")):
+        if not path.stem[len(key) + 1 :].replace("-", "").isdigit():
+            continue
+        losses = json.loads(path.read_text())
+        if all(len(losses.get(name, [])) >= count for name, count in counts.items()):
+            return {name: losses[name][:count] for name, count in counts.items()}
+    return None
+
+
+def _arm_sparsities(spec: str | None) -> dict[str, list[float]]:
+    """``--arm-sparsities``: arm name → the sparsities it is measured at (every target when not named)."""
+    narrowed: dict[str, list[float]] = {}
+    for part in (spec or "").split(";"):
+        if part.strip():
+            name, _, values = part.partition("=")
+            narrowed[name.strip()] = sorted(float(value) for value in values.split(","))
+    return narrowed
 
 
 def _post_processing_departures(
