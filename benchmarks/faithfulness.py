@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     sparsities = sorted(float(s) for s in args.sparsities.split(","))
     groups = {name: _members(GROUPS[name], args.methods) for name in args.groups.split(",")}
     narrowed = _arm_sparsities(args.arm_sparsities)
+    _check_narrowing(narrowed, groups, sparsities)
     started = time.perf_counter()
     loaded, split, _evaluator = lib.smollm2_context()
     corpora = {
@@ -328,6 +329,22 @@ def _arm_sparsities(spec: str | None) -> dict[str, list[float]]:
             name, _, values = part.partition("=")
             narrowed[name.strip()] = sorted(float(value) for value in values.split(","))
     return narrowed
+
+
+def _check_narrowing(
+    narrowed: dict[str, list[float]], groups: dict[str, list[Arm]], targets: list[float]
+) -> None:
+    """Refuse a narrowing that would be silently ignored (no such arm) or measure off ``--sparsities``.
+
+    A nested arm is read off one run to the largest of ``--sparsities``, so a target beyond it cannot be read."""
+    arms = {arm.name for members in groups.values() for arm in members}
+    for name, values in narrowed.items():
+        if name not in arms:
+            raise SystemExit(
+                f"--arm-sparsities: no arm {name!r} in the chosen groups ({', '.join(sorted(arms))})"
+            )
+        if not set(values) <= set(targets):
+            raise SystemExit(f"--arm-sparsities: {name}'s {values} must be among --sparsities {targets}")
 
 
 def _post_processing_departures(

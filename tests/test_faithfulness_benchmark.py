@@ -1,4 +1,4 @@
-"""The faithfulness benchmark's paired interval: a ratio of perplexities over the same windows."""
+"""The faithfulness benchmark's helpers: the paired interval, narrowing a run, reusing measured losses."""
 
 from __future__ import annotations
 
@@ -6,7 +6,16 @@ import json
 import math
 from pathlib import Path
 
-from benchmarks.faithfulness import GROUPS, _arm_sparsities, _cached_losses, _members, paired_ratio
+import pytest
+
+from benchmarks.faithfulness import (
+    GROUPS,
+    _arm_sparsities,
+    _cached_losses,
+    _check_narrowing,
+    _members,
+    paired_ratio,
+)
 
 
 def test_a_constant_loss_difference_gives_its_exact_ratio_with_no_spread() -> None:
@@ -46,3 +55,12 @@ def test_a_longer_cached_measurement_serves_a_shorter_one_by_its_first_windows(t
         "c4": [0, 1, 2],
     }
     assert _cached_losses(tmp_path, "dense", {"wikitext2-test": 16, "c4": 3}) is None
+
+
+def test_a_narrowing_naming_no_arm_or_an_unmeasured_target_is_refused() -> None:
+    groups = {"refit": GROUPS["refit"]}
+    _check_narrowing({"flap": [0.2]}, groups, [0.2, 0.5])
+    with pytest.raises(SystemExit, match="no arm 'flapp'"):
+        _check_narrowing({"flapp": [0.2]}, groups, [0.2, 0.5])
+    with pytest.raises(SystemExit, match="must be among --sparsities"):
+        _check_narrowing({"flap": [0.6]}, groups, [0.2, 0.5])
